@@ -1,0 +1,264 @@
+"""Experiment files: the one config object, its validation and `--set` overrides.
+
+An experiment file is YAML with the sections of :class:`Experiment`. It is validated
+completely before any work starts; the first problem is reported as one line
+
+    experiments/x.yaml: model.backbne: unknown key; allowed: backbone, feats_channels, ...
+
+and the caller exits with status 2 (:class:`ConfigError`).
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """A bad experiment file or override; the message is the whole one-line report."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+def _check_names(values: list[str], allowed: list[str], what: str) -> list[str]:
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    return values
+
+
+class Grid(Strict):
+    """The cells of an experiment: the cross product of these lists."""
+
+    frameworks: list[str] = Field(min_length=1)
+    datasets: list[str] = Field(min_length=1)
+    idr: list[bool] = Field(default=[False, True], min_length=1)
+    seeds: list[int] = Field(default=[0], min_length=1)
+
+    @field_validator("frameworks")
+    @classmethod
+    def _known_frameworks(cls, v: list[str]) -> list[str]:
+        from models.registry import framework_names
+
+        return _check_names(v, framework_names(), "framework")
+
+    @field_validator("datasets")
+    @classmethod
+    def _known_datasets(cls, v: list[str]) -> list[str]:
+        from harness.data import dataset_names
+
+        return _check_names(v, dataset_names(), "dataset")
+
+
+class ModelConfig(Strict):
+    backbone: str = "resnet18"
+    pretrained: str | None = Field(default=None, description="local weights file; never a hub")
+    output_stride: Literal[8, 16, 32] = 8
+    feats_channels: int = Field(default=512, gt=0, description="C of the paper (bottleneck width)")
+    head_channels: int = Field(default=512, gt=0, description="width of the baseline heads' convs")
+    aux_channels: int = Field(default=512, gt=0)
+    refine_channels: int = Field(default=256, gt=0, description="IDR self-attention width")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    relation_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
+    dataset_reps_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {"aux": 0.4, "stage1": 0.4, "stage2": 1.0, "decode": 1.0}
+    )
+    sync_bn: bool = True
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, v: str) -> str:
+        from models.backbones import is_known_backbone
+
+        if not is_known_backbone(v):
+            raise ValueError(f"unknown backbone {v!r}; allowed: any timm model name with features_only support")
+        return v
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
+        _check_names(list(v), ["aux", "stage1", "stage2", "decode"], "loss")
+        return v
+
+
+class TrainConfig(Strict):
+    iterations: int = Field(gt=0)
+    batch_size: int = Field(default=8, gt=0, description="global batch size over all workers")
+    optimizer: Literal["sgd"] = "sgd"
+    lr: float = Field(default=0.01, gt=0.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=5e-4, ge=0.0)
+    poly_power: float = Field(default=0.9, ge=0.0)
+    min_lr: float = Field(default=1e-4, ge=0.0)
+    log_interval: int = Field(default=10, gt=0)
+    loader_workers: int = Field(default=0, ge=0, description="DataLoader processes per training worker")
+    torch_threads: int = Field(default=0, ge=0, description="intra-op threads per worker; 0 = CPUs given to it")
+
+
+class EvalConfig(Strict):
+    batch_size: int = Field(default=4, gt=0)
+    split: str = "val"
+
+
+class ScalingConfig(Strict):
+    num_workers: int = Field(default=1, gt=0, description="Ray Train workers (DDP ranks) per cell")
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0.0)
+    max_concurrent_cells: int = Field(default=1, gt=0)
+
+
+class DataConfig(Strict):
+    root: str = "datasets"
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-dataset options, e.g. context_scenes: {num_train: 400}"
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _known_datasets(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from harness.data import dataset_names, validate_options
+
+        _check_names(list(v), dataset_names(), "dataset")
+        for name, opts in v.items():
+            validate_options(name, opts)
+        return v
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    grid: Grid
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig
+    eval: EvalConfig = EvalConfig()
+    scaling: ScalingConfig = ScalingConfig()
+    data: DataConfig = DataConfig()
+
+
+class Cell(Strict):
+    """One trained-and-evaluated model: the unit of work and of results."""
+
+    experiment: str
+    framework: str
+    dataset: str
+    idr: bool
+    seed: int
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    scaling: ScalingConfig
+    data_root: str
+    data_options: dict[str, Any]
+
+    @property
+    def cell_id(self) -> str:
+        variant = f"{self.framework}+idr" if self.idr else self.framework
+        return f"{variant}_{self.dataset}_{self.model.backbone}_s{self.seed}"
+
+
+def expand_cells(exp: Experiment) -> list[Cell]:
+    """The experiment's cells, in a stable order (framework, dataset, seed, baseline first)."""
+    cells = []
+    for framework, dataset, seed, idr in itertools.product(
+        exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, exp.grid.idr
+    ):
+        cells.append(
+            Cell(
+                experiment=exp.name,
+                framework=framework,
+                dataset=dataset,
+                idr=idr,
+                seed=seed,
+                model=exp.model,
+                train=exp.train,
+                eval=exp.eval,
+                scaling=exp.scaling,
+                data_root=exp.data.root,
+                data_options=exp.data.options.get(dataset, {}),
+            )
+        )
+    return cells
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the model section that `loc` (ending in the bad key) lives in."""
+    model: type[BaseModel] = Experiment
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = _format_loc(loc) or "<top>"
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc)
+        return f"{source}: {key}: unknown key; allowed: {', '.join(allowed)}"
+    if first["type"] == "missing":
+        return f"{source}: {key}: required key is missing"
+    msg = first["msg"].removeprefix("Value error, ")
+    got = first.get("input")
+    got_text = "" if first["type"] == "value_error" or isinstance(got, (dict, list)) else f" (got {got!r})"
+    return f"{source}: {key}: {msg}{got_text}"
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:
+    """Apply one `a.b.c=value` override (value parsed as YAML) to a raw config dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment}: expected KEY.PATH=VALUE")
+    path, value_text = assignment.split("=", 1)
+    keys = [k for k in path.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {assignment}: empty key path")
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {path}: value is not valid YAML ({exc.problem})") from None
+    out = copy.deepcopy(raw)
+    node = out
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {path}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+    return out
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Read, override and validate an experiment file; raises ConfigError with one line."""
+    path = Path(path)
+    source = str(path)
+    if not path.is_file():
+        raise ConfigError(f"{source}: no such experiment file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    for assignment in overrides:
+        raw = apply_override(raw, assignment)
+    try:
+        return Experiment.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(source, err)) from None

@@ -1,0 +1,96 @@
+"""Dataset registry: each benchmark registers a :class:`DatasetSpec` under its name.
+
+To add a dataset, write a module with a card, a function listing (image, label) file pairs
+for a split, and (if needed) a label decoder, then call :func:`register` at import time
+and import the module below.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.data.base import DataError, Sample, SegmentationDataset
+from harness.data.cards import DatasetCard
+from harness.data.transforms import TestPipeline, TrainPipeline
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    make_card: Callable[[dict[str, Any]], DatasetCard]
+    list_samples: Callable[[Path, str, dict[str, Any]], list[Sample]]
+    decode_label: Callable[[np.ndarray], np.ndarray] | None = None
+    default_options: dict[str, Any] = field(default_factory=dict)
+    prepare_hint: str = ""
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
+    return _REGISTRY[name]
+
+
+def validate_options(name: str, options: dict[str, Any]) -> None:
+    """Raise ValueError naming the first option the dataset does not know or whose type is wrong."""
+    defaults = get_spec(name).default_options
+    for key, value in options.items():
+        if key not in defaults:
+            raise ValueError(f"{name}: unknown option {key!r}; allowed: {', '.join(defaults) or 'none'}")
+        expected = type(defaults[key])
+        if defaults[key] is not None and not isinstance(value, expected):
+            raise ValueError(f"{name}.{key}: expected {expected.__name__}, got {value!r}")
+
+
+def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    return {**get_spec(name).default_options, **options}
+
+
+def dataset_card(name: str, options: dict[str, Any] | None = None) -> DatasetCard:
+    spec = get_spec(name)
+    return spec.make_card(resolve_options(name, options or {}))
+
+
+def build_dataset(
+    name: str, root: str | Path, split: str, options: dict[str, Any], train: bool, seed: int = 0
+) -> SegmentationDataset:
+    spec = get_spec(name)
+    opts = resolve_options(name, options)
+    card = spec.make_card(opts)
+    samples = spec.list_samples(Path(root), split, opts)
+    if not samples:
+        raise DataError(f"{name}: split {split!r} under {root} has no samples. {spec.prepare_hint}")
+    pipeline = TrainPipeline(card, seed) if train else TestPipeline(card)
+    return SegmentationDataset(samples, card, pipeline, spec.decode_label)
+
+
+from harness.data import context_scenes as _context_scenes  # noqa: E402,F401  (registers itself)
+
+__all__ = [
+    "DataError",
+    "DatasetCard",
+    "DatasetSpec",
+    "Sample",
+    "SegmentationDataset",
+    "build_dataset",
+    "dataset_card",
+    "dataset_names",
+    "get_spec",
+    "register",
+    "resolve_options",
+    "validate_options",
+]

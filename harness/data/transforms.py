@@ -1,0 +1,129 @@
+"""Training and test pipelines on numpy arrays (HxWx3 uint8 image, HxW uint8/int label).
+
+Every random choice draws from a generator seeded by (seed, epoch, sample index), so a
+sample's augmentation does not depend on which loader process reads it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from harness.data.cards import DatasetCard
+
+MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
+STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
+
+
+def keep_ratio_size(height: int, width: int, scale: tuple[int, int]) -> tuple[int, int]:
+    """Output (h, w) so the image fits in `scale` = (long, short) keeping its aspect ratio."""
+    long_side, short_side = max(scale), min(scale)
+    factor = min(long_side / max(height, width), short_side / min(height, width))
+    return max(1, int(height * factor + 0.5)), max(1, int(width * factor + 0.5))
+
+
+def resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]):
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image, label
+    image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+    if label is not None:
+        label = np.asarray(Image.fromarray(label).resize((w, h), Image.NEAREST))
+    return image, label
+
+
+def random_crop(image, label, crop: tuple[int, int], cat_max_ratio: float, ignore_index: int, rng):
+    """Random crop; retried up to 10 times while one class covers more than cat_max_ratio."""
+    ch, cw = crop
+    h, w = label.shape
+    if h <= ch and w <= cw:
+        return image, label
+
+    def pick():
+        y = int(rng.integers(0, max(h - ch, 0) + 1))
+        x = int(rng.integers(0, max(w - cw, 0) + 1))
+        return y, x
+
+    y, x = pick()
+    if cat_max_ratio < 1.0:
+        for _ in range(10):
+            window = label[y : y + ch, x : x + cw]
+            values, counts = np.unique(window[window != ignore_index], return_counts=True)
+            if len(counts) > 1 and counts.max() / counts.sum() < cat_max_ratio:
+                break
+            y, x = pick()
+    return image[y : y + ch, x : x + cw], label[y : y + ch, x : x + cw]
+
+
+def photometric_distortion(image: np.ndarray, rng) -> np.ndarray:
+    """Brightness, contrast, saturation and hue jitter, each applied with probability 0.5."""
+    img = image.astype(np.float32)
+    if rng.random() < 0.5:
+        img = img + rng.uniform(-32, 32)
+    contrast_first = rng.random() < 0.5
+    contrast = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
+    if contrast_first and contrast is not None:
+        img = img * contrast
+    img = np.clip(img, 0, 255)
+    saturation = rng.uniform(0.5, 1.5) if rng.random() < 0.5 else None
+    hue = int(rng.integers(-18, 19)) if rng.random() < 0.5 else None
+    if saturation is not None or hue is not None:
+        hsv = np.asarray(Image.fromarray(img.astype(np.uint8)).convert("HSV")).astype(np.float32)
+        if saturation is not None:
+            hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+        if hue is not None:
+            hsv[..., 0] = (hsv[..., 0] + hue * 256 / 180) % 256
+        img = np.asarray(Image.fromarray(hsv.astype(np.uint8), "HSV").convert("RGB")).astype(np.float32)
+    if not contrast_first and contrast is not None:
+        img = np.clip(img * contrast, 0, 255)
+    return img.astype(np.uint8)
+
+
+def to_tensors(image: np.ndarray, label: np.ndarray | None):
+    img = (image.astype(np.float32) - MEAN) / STD
+    img_t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
+    lab_t = None if label is None else torch.from_numpy(np.ascontiguousarray(label.astype(np.int64)))
+    return img_t, lab_t
+
+
+def pad_to(image: torch.Tensor, label: torch.Tensor, size: tuple[int, int], ignore_index: int):
+    h, w = label.shape
+    ph, pw = max(size[0] - h, 0), max(size[1] - w, 0)
+    if ph == 0 and pw == 0:
+        return image, label
+    image = torch.nn.functional.pad(image, (0, pw, 0, ph), value=0.0)
+    label = torch.nn.functional.pad(label, (0, pw, 0, ph), value=ignore_index)
+    return image, label
+
+
+@dataclass
+class TrainPipeline:
+    card: DatasetCard
+    seed: int = 0
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, index: int, epoch: int):
+        rng = np.random.default_rng([self.seed, epoch, index])
+        card = self.card
+        ratio = rng.uniform(*card.ratio_range)
+        scale = (int(max(card.base_scale) * ratio), int(min(card.base_scale) * ratio))
+        image, label = resize(image, label, keep_ratio_size(*label.shape, scale))
+        image, label = random_crop(image, label, card.crop_size, card.cat_max_ratio, card.ignore_index, rng)
+        if rng.random() < card.flip_prob:
+            image, label = image[:, ::-1], label[:, ::-1]
+        if card.photometric:
+            image = photometric_distortion(image, rng)
+        image_t, label_t = to_tensors(image, label)
+        return pad_to(image_t, label_t, card.crop_size, card.ignore_index)
+
+
+@dataclass
+class TestPipeline:
+    card: DatasetCard
+
+    def __call__(self, image: np.ndarray, label: np.ndarray, index: int, epoch: int = 0):
+        """Resize the image to the test scale; the label keeps its original size."""
+        size = keep_ratio_size(*label.shape, self.card.base_scale)
+        image, _ = resize(image, None, size)
+        return to_tensors(image, label)

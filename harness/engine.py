@@ -1,0 +1,160 @@
+"""Running cells on Ray: one Ray Train `TorchTrainer` per cell (DDP; gloo on CPU).
+
+Workers send log lines, progress and their final payload to a small `ProgressHub` actor;
+the driver drains it, keeps the live display and the cell logs, and writes each record.
+(Ray Train's own `Result.metrics` stays empty unless a checkpoint is reported, so results
+travel through the hub.)
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import torch
+from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from harness.config import Cell
+from harness.progress import Board
+from harness.records import build_record, cell_dir, write_record
+from harness.train import run_cell
+
+
+@ray.remote(num_cpus=0)
+class ProgressHub:
+    """Mailbox between training workers and the driver."""
+
+    def __init__(self) -> None:
+        self._events: list[tuple[str, str, Any]] = []
+
+    def post(self, cell_id: str, kind: str, payload: Any) -> None:
+        self._events.append((cell_id, kind, payload))
+
+    def drain(self) -> list[tuple[str, str, Any]]:
+        events, self._events = self._events, []
+        return events
+
+
+class HubReporter:
+    """The worker-side Reporter: fire-and-forget messages to the hub."""
+
+    def __init__(self, hub) -> None:
+        self.hub = hub
+
+    def log(self, cell_id: str, line: str) -> None:
+        self.hub.post.remote(cell_id, "log", line)
+
+    def progress(self, cell_id: str, stage: str, step: int, total: int, loss: float | None) -> None:
+        self.hub.post.remote(cell_id, "progress", (stage, step, total, loss))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Entry point of every Ray Train worker of a cell."""
+    cell = Cell.model_validate(config["cell"])
+    hub = config["hub"]
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
+    payload = run_cell(cell, HubReporter(hub), rank, world_size, device)
+    if rank == 0:
+        ray.get(hub.post.remote(cell.cell_id, "result", payload))
+
+
+def make_trainer(cell: Cell, hub, storage_path: Path) -> TorchTrainer:
+    scaling = ScalingConfig(
+        num_workers=cell.scaling.num_workers,
+        use_gpu=cell.scaling.use_gpu,
+        resources_per_worker={"CPU": cell.scaling.cpus_per_worker},
+    )
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cell": cell.model_dump(mode="json"), "hub": hub},
+        scaling_config=scaling,
+        run_config=RunConfig(
+            name=cell.cell_id,
+            storage_path=str(storage_path),
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+
+
+def _short_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    causes = [line for line in text if "Error" in line or "error" in line]
+    return (causes[-1] if causes else (text[-1] if text else type(exc).__name__))[:300]
+
+
+def run_cells(cells: list[Cell], results_dir: Path, board: Board, max_concurrent: int = 1) -> dict[str, dict]:
+    """Train and evaluate `cells` on the connected Ray cluster; returns records by cell id."""
+    hub = ProgressHub.remote()
+    storage = (results_dir / "_ray").resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    by_id = {cell.cell_id: cell for cell in cells}
+    payloads: dict[str, dict] = {}
+    records: dict[str, dict] = {}
+    logs: dict[str, Any] = {}
+    started: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def log_line(cell_id: str, line: str) -> None:
+        handle = logs.get(cell_id)
+        if handle is None:
+            path = cell_dir(results_dir, by_id[cell_id]) / "train.log"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handle = logs[cell_id] = path.open("a")
+        handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        handle.flush()
+
+    def fit(cell: Cell) -> None:
+        with lock:
+            started[cell.cell_id] = time.perf_counter()
+        make_trainer(cell, hub, storage).fit()
+
+    def handle(events: list[tuple[str, str, Any]]) -> None:
+        for cell_id, kind, payload in events:
+            if kind == "log":
+                log_line(cell_id, payload)
+            elif kind == "progress":
+                board.progress(cell_id, *payload)
+            elif kind == "result":
+                payloads[cell_id] = payload
+
+    futures: dict[str, Future] = {}
+    with ThreadPoolExecutor(max_workers=max_concurrent) as pool:
+        for cell in cells:
+            futures[cell.cell_id] = pool.submit(fit, cell)
+        pending = set(futures)
+        while pending:
+            time.sleep(0.5)
+            handle(ray.get(hub.drain.remote()))
+            for cell_id in sorted(pending, key=lambda cid: not futures[cid].done()):
+                if cell_id in started and board.cells[cell_id].status == "waiting":
+                    board.start(cell_id)
+                future = futures[cell_id]
+                if not future.done():
+                    continue
+                pending.discard(cell_id)
+                handle(ray.get(hub.drain.remote()))
+                cell = by_id[cell_id]
+                error = future.exception()
+                if error is None and cell_id in payloads:
+                    wall = time.perf_counter() - started[cell_id]
+                    record = build_record(cell, payloads[cell_id], wall)
+                    write_record(results_dir, cell, record)
+                    records[cell_id] = record
+                    log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
+                    board.finish(cell_id, record["metrics"]["mIoU"])
+                else:
+                    if error is not None:
+                        log_line(cell_id, "failed:\n" + "".join(traceback.format_exception(error)))
+                    message = _short_error(error) if error is not None else "no result reported"
+                    board.finish(cell_id, None, status="failed", error=message)
+    for handle_ in logs.values():
+        handle_.close()
+    return records

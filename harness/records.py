@@ -1,0 +1,125 @@
+"""Result records: one JSON file per finished cell, written atomically.
+
+Layout: `results/<experiment>/cells/<cell_id>/record.json` (+ `train.log` beside it).
+A record exists only for a cell that finished; tables read nothing else.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from harness.config import Cell
+from harness.data import dataset_card
+
+RECORD_NAME = "record.json"
+SCHEMA_VERSION = 1
+_VERSIONED = ("torch", "torchvision", "timm", "ray", "numpy", "pydantic", "fvcore")
+
+
+def cell_dir(results_dir: Path, cell: Cell) -> Path:
+    return results_dir / "cells" / cell.cell_id
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_commit(repo: Path | None = None) -> str | None:
+    """HEAD of the code base (with '-dirty' when tracked files changed), or None outside git."""
+    repo = repo or Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False, allow_nan=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_record(cell: Cell, payload: dict, wall_time_s: float) -> dict:
+    card = dataset_card(cell.dataset, cell.data_options)
+    metrics = payload["metrics"]
+    return {
+        "schema": SCHEMA_VERSION,
+        "cell_id": cell.cell_id,
+        "experiment": cell.experiment,
+        "framework": cell.framework,
+        "dataset": cell.dataset,
+        "idr": cell.idr,
+        "seed": cell.seed,
+        "backbone": cell.model.backbone,
+        "config": cell.model_dump(mode="json"),
+        "metrics": {key: metrics[key] for key in ("mIoU", "mAcc", "aAcc")},
+        "per_class_iou": metrics["per_class_iou"],
+        "per_class_acc": metrics["per_class_acc"],
+        "num_eval_images": metrics["num_images"],
+        "focus_classes": list(card.focus_classes),
+        "params": payload["params"],
+        "complexity": payload.get("complexity", {}),
+        "wall_time_s": wall_time_s,
+        "train_time_s": payload["train_time_s"],
+        "eval_time_s": payload["eval_time_s"],
+        "iterations_per_s": payload["iterations_per_s"],
+        "world_size": payload["world_size"],
+        "device": payload["device"],
+        "versions": library_versions(),
+        "git_commit": git_commit(),
+        "host": platform.node(),
+        "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_record(results_dir: Path, cell: Cell, record: dict) -> Path:
+    path = cell_dir(results_dir, cell) / RECORD_NAME
+    write_json_atomic(path, record)
+    return path
+
+
+def read_record(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def find_records(results_dir: Path) -> list[dict]:
+    return [read_record(p) for p in sorted(Path(results_dir).glob(f"cells/*/{RECORD_NAME}"))]
+
+
+def completed_record(results_dir: Path, cell: Cell) -> dict | None:
+    """The record of a finished cell with exactly this configuration, if any."""
+    path = cell_dir(results_dir, cell) / RECORD_NAME
+    if not path.is_file():
+        return None
+    try:
+        record = read_record(path)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return record if record.get("config") == cell.model_dump(mode="json") else None

@@ -1,0 +1,134 @@
+"""`python -m harness.run EXPERIMENT.yaml`: plan, check, then train and evaluate every cell on Ray.
+
+Exit status: 0 all cells finished; 1 a cell failed; 2 bad input (experiment file, override,
+dataset, weights) — reported in one line before Ray starts, with nothing written to results/.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
+from harness.data import DataError, build_dataset
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.run", description="Run an IDRBench experiment.")
+    parser.add_argument("experiment", help="experiment YAML file, e.g. experiments/quickstart.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override any key of the experiment file (value parsed as YAML); repeatable")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
+    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--rerun", action="store_true", help="train cells again even when a record exists")
+    return parser.parse_args(argv)
+
+
+def resolve_cells(exp: Experiment) -> list[Cell]:
+    """Cells with the data root made absolute (workers may start in other directories)."""
+    root = str(Path(exp.data.root).expanduser().resolve())
+    return [cell.model_copy(update={"data_root": root}) for cell in expand_cells(exp)]
+
+
+def check_plan(exp: Experiment, source: str) -> None:
+    """Checks that need more than the schema; raise ConfigError with one line."""
+    if exp.train.batch_size % exp.scaling.num_workers:
+        raise ConfigError(
+            f"{source}: train.batch_size: {exp.train.batch_size} is not divisible by "
+            f"scaling.num_workers {exp.scaling.num_workers}"
+        )
+    if exp.model.pretrained is not None and not Path(exp.model.pretrained).expanduser().is_file():
+        raise ConfigError(
+            f"{source}: model.pretrained: {exp.model.pretrained} does not exist; expected a local weights file "
+            f"for {exp.model.backbone} (weights are never downloaded)"
+        )
+
+
+def check_datasets(cells: list[Cell]) -> None:
+    """Open every dataset split the plan needs (generating the synthetic one); raise DataError."""
+    seen = set()
+    for cell in cells:
+        for split, train in (("train", True), (cell.eval.split, False)):
+            key = (cell.dataset, split, repr(sorted(cell.data_options.items())))
+            if key in seen:
+                continue
+            seen.add(key)
+            dataset = build_dataset(cell.dataset, cell.data_root, split, cell.data_options, train=train)
+            dataset.load(0)
+
+
+def print_plan(exp: Experiment, cells: list[Cell]) -> None:
+    s = exp.scaling
+    print(f"experiment {exp.name}: {len(cells)} cells")
+    print(
+        f"resources per cell: {s.num_workers} worker(s) x {s.cpus_per_worker:g} CPU"
+        + (" + 1 GPU" if s.use_gpu else "")
+        + f"; up to {s.max_concurrent_cells} cell(s) at once"
+    )
+    print(f"{'cell':48} {'framework':10} {'IDR':4} {'dataset':16} {'backbone':14} {'seed':>4} {'iters':>7} {'batch':>5}")
+    for c in cells:
+        print(
+            f"{c.cell_id:48} {c.framework:10} {'yes' if c.idr else 'no':4} {c.dataset:16} {c.model.backbone:14} "
+            f"{c.seed:>4} {c.train.iterations:>7} {c.train.batch_size:>5}"
+        )
+
+
+def start_ray(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+    if address:
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        exp = load_experiment(args.experiment, args.overrides)
+        check_plan(exp, args.experiment)
+        cells = resolve_cells(exp)
+        if args.dry_run:
+            print_plan(exp, cells)
+            return 0
+        check_datasets(cells)
+    except (ConfigError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from rich.console import Console
+
+    from harness.engine import run_cells
+    from harness.progress import Board
+    from harness.records import completed_record
+    from harness.tables import write_tables
+
+    results_dir = Path(args.results) / exp.name
+    todo = [c for c in cells if args.rerun or completed_record(results_dir, c) is None]
+    console = Console()
+    console.print(f"experiment {exp.name}: {len(cells)} cells, {len(cells) - len(todo)} already complete")
+    board = Board([c.cell_id for c in cells], console=console)
+    for cell in cells:
+        if cell not in todo:
+            record = completed_record(results_dir, cell)
+            board.finish(cell.cell_id, record["metrics"]["mIoU"], status="cached")
+    start = time.perf_counter()
+    if todo:
+        start_ray(args.address)
+        with board:
+            run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells)
+    console.print(board.summary())
+    console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
+    if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):
+        print(write_tables(results_dir))
+    return 1 if board.counts()["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""FCN: the baseline head and how IDR is wired into it.
+
+Baseline (mmsegmentation-style): two 3x3 conv-BN-ReLU on backbone stage 4, concatenated with
+the stage-4 input, a 3x3 conv-BN-ReLU, Dropout2d and a 1x1 classifier.
+
+With IDR (official config): no context module; stage 1 reads the bottleneck features F;
+stage 2 reads [F, Z] (2C channels).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.layers import ConvBNReLU
+
+
+class FCNHead(nn.Module):
+    main_output = "decode"
+
+    def __init__(self, in_channels: list[int], channels: int, num_classes: int, dropout: float = 0.1):
+        super().__init__()
+        top = in_channels[-1]
+        self.convs = nn.Sequential(ConvBNReLU(top, channels, 3), ConvBNReLU(channels, channels, 3))
+        self.fuse = ConvBNReLU(top + channels, channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor], target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        x = feats[-1]
+        y = self.fuse(torch.cat([x, self.convs(x)], dim=1))
+        return {"decode": self.classifier(self.dropout(y))}
+
+
+class FCNWiring(nn.Module):
+    """IDR wiring for FCN: no coarse context; stage 2 on [F, Z]."""
+
+    def __init__(self, feats_channels: int):
+        super().__init__()
+        self.stage1_channels = feats_channels
+        self.stage2_channels = 2 * feats_channels
+
+    def coarse_context(self, feats: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor | None:
+        return None
+
+    def refine(self, coarse: torch.Tensor | None) -> torch.Tensor | None:
+        return coarse
+
+    def stage2_input(
+        self, feats: torch.Tensor, id_context: torch.Tensor, coarse: torch.Tensor | None, pyramid: list[torch.Tensor]
+    ) -> torch.Tensor:
+        return torch.cat([feats, id_context], dim=1)

@@ -1,0 +1,171 @@
+"""The IDR module as one plug-in head around any framework's context module.
+
+A framework supplies a *wiring* object (see :class:`models.fcn.FCNWiring`) that says which
+tensor feeds stage 1 (its coarse context, or the bottleneck features F when it has none),
+how that context is refined, and what stage 2 reads besides F and the IDR context Z. The
+algorithm itself lives once, in :mod:`models.idr`.
+
+Buffers (in `state_dict`, averaged across DDP ranks after every update):
+`relations_mean`, `relations_var` [K,K] (start as identity), `pick_counts` [K] (start 1e-6),
+`dataset_reps` [K,C] (start zero).
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.idr import (
+    class_means,
+    deletion_effect,
+    exclude_classes,
+    group_by_class,
+    relation_context,
+    scatter_to_pixels,
+    update_relations,
+)
+from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
+
+
+class IDRWiring(Protocol):
+    stage1_channels: int
+    stage2_channels: int
+
+    def coarse_context(self, feats: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor | None: ...
+
+    def refine(self, coarse: torch.Tensor | None) -> torch.Tensor | None: ...
+
+    def stage2_input(
+        self, feats: torch.Tensor, id_context: torch.Tensor, coarse: torch.Tensor | None, pyramid: list[torch.Tensor]
+    ) -> torch.Tensor: ...
+
+
+def pick_deleted_classes(present: torch.Tensor, pick_counts: torch.Tensor) -> torch.Tensor:
+    """One present class per image, with probability proportional to 1 / (times picked before).
+
+    Images are drawn in batch order and each pick increments `pick_counts` in place before the
+    next image draws, as in the official code.
+    """
+    picks = []
+    for image_present in present:  # loop over the batch, not over classes
+        weights = image_present.to(pick_counts.dtype) / pick_counts
+        pick = torch.multinomial(weights, 1)
+        pick_counts[pick] += 1.0
+        picks.append(pick)
+    return torch.cat(picks)
+
+
+def _average_across_ranks(*tensors: torch.Tensor) -> None:
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for t in tensors:
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+            t.div_(dist.get_world_size())
+
+
+class IDRHead(nn.Module):
+    main_output = "stage2"
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        num_classes: int,
+        wiring: nn.Module,
+        feats_channels: int = 512,
+        refine_channels: int = 256,
+        dropout: float = 0.1,
+        relation_momentum: float = 0.1,
+        reps_momentum: float = 0.1,
+        ignore_index: int = 255,
+    ):
+        super().__init__()
+        c, k = feats_channels, num_classes
+        self.bottleneck = ConvBNReLU(in_channels[-1], c, 3)
+        self.wiring = wiring
+        self.stage1 = PixelClassifier(wiring.stage1_channels, c, k, dropout)
+        self.refiner = SelfAttentionBlock(6 * c, 6 * c, refine_channels, c)
+        self.stage2 = PixelClassifier(wiring.stage2_channels, c, k, dropout)
+        self.relation_momentum = relation_momentum
+        self.reps_momentum = reps_momentum
+        self.ignore_index = ignore_index
+        self.register_buffer("relations_mean", torch.eye(k))
+        self.register_buffer("relations_var", torch.eye(k))
+        self.register_buffer("pick_counts", torch.full((k,), 1e-6))
+        self.register_buffer("dataset_reps", torch.zeros(k, c))
+
+    def id_context(
+        self, feats_plus: torch.Tensor, reps: torch.Tensor, present: torch.Tensor, stage1: torch.Tensor
+    ) -> torch.Tensor:
+        """Steps 4-6: relation-guided interaction, back to pixels, self-attention refinement."""
+        ctx_mean = scatter_to_pixels(relation_context(reps, present, self.relations_mean, True), stage1)
+        ctx_var = scatter_to_pixels(relation_context(reps, present, self.relations_var, False), stage1)
+        joint = torch.cat([feats_plus, ctx_mean, ctx_var], dim=1)
+        return self.refiner(joint, joint)
+
+    def forward(self, pyramid: list[torch.Tensor], target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        feats = self.bottleneck(pyramid[-1])
+        coarse = self.wiring.coarse_context(feats, pyramid)
+        stage1 = self.stage1(feats if coarse is None else coarse)
+        if stage1.shape[2:] != feats.shape[2:]:
+            stage1 = F.interpolate(stage1, size=feats.shape[2:], mode="bilinear", align_corners=False)
+        coarse = self.wiring.refine(coarse)
+        pseudo = stage1.argmax(1)
+        reps_of_pixels = F.embedding(pseudo, self.dataset_reps.to(feats.dtype)).permute(0, 3, 1, 2)
+        feats_plus = torch.cat([feats, reps_of_pixels], dim=1)
+        reps, present = group_by_class(feats_plus, stage1)
+        id_context = self.id_context(feats_plus, reps, present, stage1)
+        stage2_in = self.wiring.stage2_input(feats, id_context, coarse, pyramid)
+        rng_before_stage2 = _rng_state(feats.device)
+        stage2 = self.stage2(stage2_in)
+        if self.training and target is not None:
+            with torch.no_grad():
+                self.update_relations_by_deletion(
+                    feats, feats_plus, reps, present, stage1, coarse, pyramid, stage2, target, rng_before_stage2
+                )
+                self.update_dataset_reps(feats, target)
+        return {"stage1": stage1, "stage2": stage2}
+
+    def update_relations_by_deletion(
+        self, feats, feats_plus, reps, present, stage1, coarse, pyramid, stage2, target, rng_before_stage2
+    ) -> None:
+        """Step 8: delete one class per image, re-run steps 4-7, and record how the loss moved."""
+        deleted = pick_deleted_classes(present, self.pick_counts)
+        present_d, reps_d = exclude_classes(present, reps, deleted)
+        id_context = self.id_context(feats_plus, reps_d, present_d, stage1)
+        stage2_in = self.wiring.stage2_input(feats, id_context, coarse, pyramid)
+        # The official code reseeds CUDA before both stage-2 passes so their dropout masks agree;
+        # restoring the saved generator states does the same on CPU and GPU alike.
+        with torch.random.fork_rng(devices=[feats.device] if feats.device.type == "cuda" else []):
+            _set_rng_state(rng_before_stage2, feats.device)
+            stage2_deleted = self.stage2(stage2_in)
+        size = target.shape[-2:]
+        anchor = F.interpolate(stage2, size=size, mode="bilinear", align_corners=False)
+        deleted_logits = F.interpolate(stage2_deleted, size=size, mode="bilinear", align_corners=False)
+        mean_diff, var_diff, mean_valid, var_valid = deletion_effect(
+            anchor.float(), deleted_logits.float(), target, self.ignore_index
+        )
+        m = self.relation_momentum
+        self.relations_mean.copy_(update_relations(self.relations_mean, deleted, mean_diff, mean_valid, m))
+        self.relations_var.copy_(update_relations(self.relations_var, deleted, var_diff, var_valid, m))
+        _average_across_ranks(self.relations_mean, self.relations_var, self.pick_counts)
+
+    def update_dataset_reps(self, feats: torch.Tensor, target: torch.Tensor) -> None:
+        """Step 9: momentum update of the dataset-level class representations."""
+        means, present = class_means(feats.float(), target, self.dataset_reps.shape[0], self.ignore_index)
+        m = self.reps_momentum
+        updated = m * means + (1.0 - m) * self.dataset_reps
+        self.dataset_reps.copy_(torch.where(present.unsqueeze(1), updated, self.dataset_reps))
+        _average_across_ranks(self.dataset_reps)
+
+
+def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)

@@ -1,0 +1,68 @@
+"""Building blocks shared by the heads: conv-BN-ReLU, classifiers, self-attention."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class ConvBNReLU(nn.Sequential):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, dilation: int = 1):
+        padding = dilation * (kernel_size - 1) // 2
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class PixelClassifier(nn.Sequential):
+    """1x1 conv-BN-ReLU, Dropout2d, 1x1 conv to K: IDR's stage-1 and stage-2 decoders."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float):
+        super().__init__(
+            ConvBNReLU(in_channels, channels, 1),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(channels, num_classes, 1),
+        )
+
+
+class AuxiliaryHead(nn.Sequential):
+    """The FCN auxiliary head on backbone stage 3: 3x3 conv-BN-ReLU, Dropout2d, 1x1 conv to K."""
+
+    def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float = 0.1):
+        super().__init__(
+            ConvBNReLU(in_channels, channels, 3),
+            nn.Dropout2d(dropout),
+            nn.Conv2d(channels, num_classes, 1),
+        )
+
+
+def _projection(in_channels: int, out_channels: int, num_convs: int) -> nn.Sequential:
+    layers = [ConvBNReLU(in_channels, out_channels, 1)]
+    layers += [ConvBNReLU(out_channels, out_channels, 1) for _ in range(num_convs - 1)]
+    return nn.Sequential(*layers)
+
+
+class SelfAttentionBlock(nn.Module):
+    """Scaled dot-product attention over all positions of a feature map.
+
+    Query and key go through two 1x1 conv-BN-ReLU layers into `transform_channels`, the value
+    through one; the attended values are projected to `out_channels` by a 1x1 conv-BN-ReLU.
+    """
+
+    def __init__(self, key_in: int, query_in: int, transform_channels: int, out_channels: int):
+        super().__init__()
+        self.query_project = _projection(query_in, transform_channels, 2)
+        self.key_project = _projection(key_in, transform_channels, 2)
+        self.value_project = _projection(key_in, transform_channels, 1)
+        self.out_project = _projection(transform_channels, out_channels, 1)
+        self.scale = transform_channels**-0.5
+
+    def forward(self, query_feats: torch.Tensor, key_feats: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = query_feats.shape
+        query = self.query_project(query_feats).flatten(2).transpose(1, 2)  # [B,N,T]
+        key = self.key_project(key_feats).flatten(2)  # [B,T,M]
+        value = self.value_project(key_feats).flatten(2).transpose(1, 2)  # [B,M,T]
+        attention = torch.softmax(torch.bmm(query, key) * self.scale, dim=-1)
+        context = torch.bmm(attention, value).transpose(1, 2).reshape(b, -1, h, w)
+        return self.out_project(context)

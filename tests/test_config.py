@@ -1,0 +1,107 @@
+import pytest
+
+from harness.config import ConfigError, apply_override, expand_cells, load_experiment
+from harness.run import main
+from tests.conftest import tiny_experiment
+
+
+def test_valid_experiment_expands_to_cells(write_experiment):
+    exp = load_experiment(write_experiment(tiny_experiment("t", grid={"seeds": [0, 1]})))
+    cells = expand_cells(exp)
+    assert [c.cell_id for c in cells] == [
+        "fcn_context_scenes_resnet18_s0",
+        "fcn+idr_context_scenes_resnet18_s0",
+        "fcn_context_scenes_resnet18_s1",
+        "fcn+idr_context_scenes_resnet18_s1",
+    ]
+    assert cells[1].idr and cells[3].seed == 1
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("model.backbne=resnet18", "model.backbne: unknown key; allowed: backbone, pretrained"),
+        ("trian.lr=0.1", "trian: unknown key; allowed: name, description, grid, model, train"),
+        ("train.iterations=many", "train.iterations: Input should be a valid integer"),
+        ("grid.frameworks=[fcnn]", "grid.frameworks: unknown framework 'fcnn'; allowed: fcn"),
+        ("grid.datasets=[ade21k]", "grid.datasets: unknown dataset 'ade21k'; allowed: context_scenes"),
+        ("model.backbone=resnet_nope", "model.backbone: unknown backbone 'resnet_nope'"),
+        ("data.options.context_scenes.image_siz=64", "data.options: context_scenes: unknown option 'image_siz'"),
+        ("scaling.num_workers=0", "scaling.num_workers: Input should be greater than 0"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key_path(write_experiment, override, expected):
+    path = write_experiment(tiny_experiment("t"))
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path, [override])
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_required_section(write_experiment):
+    exp = tiny_experiment("t")
+    del exp["train"]
+    with pytest.raises(ConfigError, match=r": train: required key is missing"):
+        load_experiment(write_experiment(exp))
+
+
+def test_set_overrides_any_key(write_experiment):
+    exp = load_experiment(
+        write_experiment(tiny_experiment("t")),
+        ["train.lr=0.05", "grid.idr=[true]", "model.dropout=0.2", "data.options.context_scenes.seed=3"],
+    )
+    assert exp.train.lr == 0.05
+    assert exp.grid.idr == [True]
+    assert exp.model.dropout == 0.2
+    assert exp.data.options["context_scenes"]["seed"] == 3
+
+
+def test_override_syntax_errors():
+    with pytest.raises(ConfigError, match="expected KEY.PATH=VALUE"):
+        apply_override({}, "train.lr")
+    with pytest.raises(ConfigError, match="train.lr is not a section"):
+        apply_override({"train": {"lr": 1}}, "train.lr.x=2")
+
+
+def test_misspelt_key_exits_2_before_ray_starts(write_experiment, tmp_path, capsys, monkeypatch):
+    import ray
+
+    started = []
+    monkeypatch.setattr(ray, "init", lambda *a, **k: started.append(1))
+    path = write_experiment(tiny_experiment("t", train={"iterations": 3, "batch_size": 4, "lrr": 0.1}))
+    code = main([str(path), "--results", str(tmp_path / "results")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and "train.lrr: unknown key" in err[0] and str(path) in err[0]
+    assert not started
+    assert not (tmp_path / "results").exists()
+
+
+def test_batch_not_divisible_by_workers(write_experiment, tmp_path, capsys):
+    path = write_experiment(tiny_experiment("t", scaling={"num_workers": 3}))
+    assert main([str(path), "--dry-run"]) == 2
+    assert "train.batch_size: 4 is not divisible by scaling.num_workers 3" in capsys.readouterr().err
+
+
+def test_missing_pretrained_file(write_experiment, capsys):
+    path = write_experiment(tiny_experiment("t", model={"backbone": "resnet18", "pretrained": "/nowhere/r18.pth"}))
+    assert main([str(path), "--dry-run"]) == 2
+    assert "model.pretrained: /nowhere/r18.pth does not exist" in capsys.readouterr().err
+
+
+def test_dry_run_prints_every_cell(write_experiment, capsys, tmp_path):
+    path = write_experiment(tiny_experiment("t", grid={"seeds": [0, 1, 2]}))
+    assert main([str(path), "--dry-run", "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "6 cells" in out and "1 worker(s) x 1 CPU" in out
+    assert out.count("context_scenes") >= 6 and "fcn+idr_context_scenes_resnet18_s2" in out
+    assert not (tmp_path / "r").exists()
+
+
+def test_shipped_experiments_validate():
+    from tests.conftest import REPO
+
+    for path in sorted((REPO / "experiments").glob("*.yaml")):
+        load_experiment(path)

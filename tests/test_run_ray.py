@@ -1,0 +1,49 @@
+"""One tiny experiment end to end through Ray Train (2 DDP workers on gloo), records and tables."""
+import json
+
+import pytest
+
+from harness.run import main
+from tests.conftest import tiny_experiment
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, capsys):
+    exp = tiny_experiment("tiny", scaling={"num_workers": 2, "cpus_per_worker": 1})
+    path = write_experiment(exp)
+    results = tmp_path / "results"
+    assert main([str(path), "--results", str(results)]) == 0
+    out = capsys.readouterr().out
+    cells = sorted((results / "tiny" / "cells").iterdir())
+    assert [c.name for c in cells] == ["fcn+idr_context_scenes_resnet18_s0", "fcn_context_scenes_resnet18_s0"]
+    for cell in cells:
+        record = json.loads((cell / "record.json").read_text())
+        assert 0.0 <= record["metrics"]["mIoU"] <= 100.0
+        assert set(record["per_class_iou"]) >= {"boat", "car", "sheep", "goat"}
+        assert record["world_size"] == 2
+        assert record["params"] > 0 and record["versions"]["torch"]
+        assert record["config"]["seed"] == 0 and record["config"]["idr"] == cell.name.startswith("fcn+idr")
+        log = (cell / "train.log").read_text()
+        assert "iter 3/3" in log and "eval on val" in log
+    assert not list((results / "tiny" / "cells").glob("*/.record.json.*"))  # no temp files left behind
+    table = (results / "tiny" / "table.md").read_text()
+    assert "| fcn | context_scenes | resnet18 |" in table and "—" not in table.split("###")[0]
+    assert "boat" in table and "goat" in table
+    assert (results / "tiny" / "table.csv").read_text().startswith("framework,dataset,backbone")
+    assert "baseline mIoU" in out
+
+    # a second run finds both cells complete and trains nothing
+    assert main([str(path), "--results", str(results)]) == 0
+    assert "2 cells, 2 already complete" in capsys.readouterr().out
+
+
+def test_failing_cell_exits_1_without_a_record(ray_session, write_experiment, tmp_path):
+    # more workers than batch items per rank is fine; a dataset too small for one batch fails in the worker
+    exp = tiny_experiment("broken", grid={"idr": [False]}, train={"iterations": 2, "batch_size": 16})
+    path = write_experiment(exp)
+    results = tmp_path / "results"
+    assert main([str(path), "--results", str(results)]) == 1
+    cell = results / "broken" / "cells" / "fcn_context_scenes_resnet18_s0"
+    assert not (cell / "record.json").exists()
+    assert "give no batch of 16" in (cell / "train.log").read_text()
