@@ -1,0 +1,153 @@
+"""The IDR head as a module: buffers, deletion diagnostics, dropout masks, DDP averaging."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+import models.idr_head as idr_head
+from harness.config import ModelConfig
+from models import build_segmentor
+from models.idr_head import pick_deleted_classes
+
+K = 6
+BUFFERS = ("relations_mean", "relations_var", "pick_counts", "dataset_reps")
+
+
+def tiny_cfg(**kw) -> ModelConfig:
+    base = dict(backbone="resnet18", feats_channels=16, head_channels=16, aux_channels=8, refine_channels=8)
+    return ModelConfig(**{**base, **kw})
+
+
+def batch(seed: int = 0, b: int = 2, size: int = 32):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(b, 3, size, size, generator=g)
+    target = torch.randint(0, K, (b, size, size), generator=g)
+    target[:, :3] = 255
+    return images, target
+
+
+def train_step(model, images, target):
+    model.train()
+    losses = model(images, target)
+    sum(losses.values()).backward()
+    return losses
+
+
+def test_buffers_live_in_state_dict_and_survive_a_round_trip():
+    torch.manual_seed(0)
+    model = build_segmentor("fcn", True, K, tiny_cfg())
+    train_step(model, *batch())
+    state = model.state_dict()
+    for name in BUFFERS:
+        assert f"head.{name}" in state
+    assert not torch.equal(state["head.relations_mean"], torch.eye(K))
+    assert state["head.pick_counts"].sum() > K * 1e-6
+    assert state["head.dataset_reps"].abs().sum() > 0
+    fresh = build_segmentor("fcn", True, K, tiny_cfg())
+    fresh.load_state_dict(state)
+    for name in BUFFERS:
+        assert torch.equal(getattr(fresh.head, name), getattr(model.head, name))
+
+
+def test_eval_forward_leaves_buffers_alone():
+    torch.manual_seed(0)
+    model = build_segmentor("fcn", True, K, tiny_cfg()).eval()
+    before = {n: getattr(model.head, n).clone() for n in BUFFERS}
+    with torch.no_grad():
+        logits = model(batch()[0])
+    assert logits.shape == (2, K, 32, 32)
+    for name in BUFFERS:
+        assert torch.equal(before[name], getattr(model.head, name))
+
+
+def _only_decayed(relations: torch.Tensor) -> torch.Tensor:
+    allowed = torch.tensor([0.0, 1.0, 0.9, 0.81])
+    return torch.isclose(relations.unsqueeze(-1), allowed).any(-1)
+
+
+def _relations_after_null_deletion(monkeypatch, restore_rng: bool) -> torch.Tensor:
+    """Deletion that deletes nothing: the diagnostics see only dropout-mask differences."""
+    monkeypatch.setattr(idr_head, "exclude_classes", lambda present, reps, exclude: (present, reps))
+    if not restore_rng:
+        monkeypatch.setattr(idr_head, "_set_rng_state", lambda state, device: None)
+    torch.manual_seed(0)
+    model = build_segmentor("fcn", True, K, tiny_cfg(dropout=0.5))
+    train_step(model, *batch())
+    return model.head.relations_mean.clone()
+
+
+def test_anchor_and_deleted_passes_share_dropout_masks(monkeypatch):
+    relations = _relations_after_null_deletion(monkeypatch, restore_rng=True)
+    # zero effect everywhere: each update only decays an entry (1 -> 0.9 -> 0.81), 0 stays 0
+    assert torch.all(_only_decayed(relations))
+    assert torch.isclose(relations, torch.tensor(0.9)).any() or torch.isclose(relations, torch.tensor(0.81)).any()
+
+
+def test_without_the_rng_restore_the_masks_differ(monkeypatch):
+    relations = _relations_after_null_deletion(monkeypatch, restore_rng=False)
+    assert not torch.all(_only_decayed(relations))
+
+
+def test_picks_are_present_classes_with_inverse_frequency():
+    torch.manual_seed(0)
+    present = torch.tensor([[True, True, False, False]])
+    hits = torch.zeros(4)
+    for _ in range(4000):
+        counts = torch.tensor([1.0, 3.0, 1e-6, 1e-6])
+        hits[pick_deleted_classes(present, counts)] += 1
+    assert hits[2] == 0 and hits[3] == 0
+    assert abs(hits[0] / 4000 - 0.75) < 0.03
+
+
+def test_pick_counts_increment_in_batch_order():
+    present = torch.tensor([[False, True, False], [False, True, False]])
+    counts = torch.full((3,), 1e-6)
+    picks = pick_deleted_classes(present, counts)
+    assert picks.tolist() == [1, 1]
+    assert counts[1] == pytest.approx(2.0 + 1e-6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, out) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_segmentor("fcn", True, K, tiny_cfg())
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    torch.manual_seed(100 + rank)  # different picks and dropout per rank
+    ddp.train()
+    losses = ddp(*batch(seed=rank))  # different data per rank
+    sum(losses.values()).backward()
+    out.put((rank, {n: getattr(model.head, n).clone() for n in BUFFERS}))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_buffers_are_averaged_across_ddp_ranks():
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for name in BUFFERS:
+        assert torch.allclose(results[0][name], results[1][name]), name
+    # and they are not trivially equal: the ranks saw different data
+    single = build_segmentor("fcn", True, K, tiny_cfg())
+    torch.manual_seed(100)
+    train_step(single, *batch(seed=0))
+    assert not torch.allclose(single.head.dataset_reps, results[0]["dataset_reps"])
