@@ -7,6 +7,7 @@ travel through the hub.)
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import traceback
@@ -17,13 +18,13 @@ from typing import Any
 import ray
 import ray.train
 import torch
-from ray.train import FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from harness.config import Cell
 from harness.progress import Board
 from harness.records import build_record, cell_dir, write_record
-from harness.train import run_cell
+from harness.train import checkpoint_name, latest_checkpoint, run_cell
 
 
 @ray.remote(num_cpus=0)
@@ -42,10 +43,22 @@ class ProgressHub:
 
 
 class HubReporter:
-    """The worker-side Reporter: fire-and-forget messages to the hub."""
+    """The worker-side Reporter: fire-and-forget messages to the hub, checkpoints to Ray Train."""
 
-    def __init__(self, hub) -> None:
+    def __init__(self, hub, resume_dir: str | None = None) -> None:
         self.hub = hub
+        self.resume_dir = resume_dir
+
+    def restore(self) -> Path | None:
+        """After a worker failure, this run's newest checkpoint; else the one `--resume` found."""
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            return Path(checkpoint.to_directory())
+        return Path(self.resume_dir) if self.resume_dir else None
+
+    def save(self, directory: Path, iteration: int) -> None:
+        checkpoint = ray.train.Checkpoint.from_directory(str(directory))
+        ray.train.report({"iteration": iteration}, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name(iteration))
 
     def log(self, cell_id: str, line: str) -> None:
         self.hub.post.remote(cell_id, "log", line)
@@ -61,12 +74,17 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
-    payload = run_cell(cell, HubReporter(hub), rank, world_size, device)
+    payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
     if rank == 0:
         ray.get(hub.post.remote(cell.cell_id, "result", payload))
 
 
-def make_trainer(cell: Cell, hub, storage_path: Path) -> TorchTrainer:
+def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrainer:
+    """The cell's trainer; it continues from the cell's newest checkpoint when `resume`."""
+    run_dir = storage_path / cell.cell_id
+    latest = latest_checkpoint(run_dir) if resume else None
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
     scaling = ScalingConfig(
         num_workers=cell.scaling.num_workers,
         use_gpu=cell.scaling.use_gpu,
@@ -74,12 +92,17 @@ def make_trainer(cell: Cell, hub, storage_path: Path) -> TorchTrainer:
     )
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cell": cell.model_dump(mode="json"), "hub": hub},
+        train_loop_config={
+            "cell": cell.model_dump(mode="json"),
+            "hub": hub,
+            "resume_dir": str(latest) if latest else None,
+        },
         scaling_config=scaling,
         run_config=RunConfig(
             name=cell.cell_id,
             storage_path=str(storage_path),
-            failure_config=FailureConfig(max_failures=0),
+            failure_config=FailureConfig(max_failures=cell.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
 
@@ -90,8 +113,13 @@ def _short_error(exc: BaseException) -> str:
     return (causes[-1] if causes else (text[-1] if text else type(exc).__name__))[:300]
 
 
-def run_cells(cells: list[Cell], results_dir: Path, board: Board, max_concurrent: int = 1) -> dict[str, dict]:
-    """Train and evaluate `cells` on the connected Ray cluster; returns records by cell id."""
+def run_cells(
+    cells: list[Cell], results_dir: Path, board: Board, max_concurrent: int = 1, resume: bool = False
+) -> dict[str, dict]:
+    """Train and evaluate `cells` on the connected Ray cluster; returns records by cell id.
+
+    With `resume`, each cell continues from its newest checkpoint under `results_dir/_ray`.
+    """
     hub = ProgressHub.remote()
     storage = (results_dir / "_ray").resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -114,7 +142,7 @@ def run_cells(cells: list[Cell], results_dir: Path, board: Board, max_concurrent
     def fit(cell: Cell) -> None:
         with lock:
             started[cell.cell_id] = time.perf_counter()
-        make_trainer(cell, hub, storage).fit()
+        make_trainer(cell, hub, storage, resume).fit()
 
     def handle(events: list[tuple[str, str, Any]]) -> None:
         for cell_id, kind, payload in events:

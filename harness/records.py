@@ -90,6 +90,7 @@ def build_record(cell: Cell, payload: dict, wall_time_s: float) -> dict:
         "train_time_s": payload["train_time_s"],
         "eval_time_s": payload["eval_time_s"],
         "iterations_per_s": payload["iterations_per_s"],
+        "resumed_from_iteration": payload.get("resumed_from_iteration", 0),
         "world_size": payload["world_size"],
         "device": payload["device"],
         "versions": library_versions(),

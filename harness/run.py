@@ -24,6 +24,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--rerun", action="store_true", help="train cells again even when a record exists")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue unfinished cells from their newest checkpoint instead of starting over")
     return parser.parse_args(argv)
 
 
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         start_ray(args.address)
         with board:
-            run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells)
+            run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells, resume=args.resume)
     console.print(board.summary())
     console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
     if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):

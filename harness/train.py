@@ -2,13 +2,23 @@
 
 `run_cell` is independent of Ray: it runs in any process (rank 0 of 1 by default) and
 reports through a :class:`Reporter`. `harness.engine` calls it inside Ray Train workers.
+
+Checkpoints (every `train.checkpoint_interval` iterations) are a directory holding
+`model.pt` (model with its IDR buffers, optimiser, iteration; written by rank 0) and one
+`rng_rank<r>.pt` per rank (torch / CUDA / numpy / Python generator states). All load with
+`torch.load(weights_only=True)`. The data position is a function of the iteration (the
+sampler is seeded by seed and epoch, the augmentation by seed, epoch and sample index), so a
+resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
 import os
 import random
+import shutil
+import tempfile
 import time
-from typing import Protocol
+from pathlib import Path
+from typing import Iterator, Protocol
 
 import numpy as np
 import torch
@@ -16,9 +26,11 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from harness.config import Cell
-from harness.data import build_dataset
+from harness.data import SegmentationDataset, build_dataset
 from harness.evaluate import evaluate
 from models import build_segmentor
+
+MODEL_FILE = "model.pt"
 
 
 class Reporter(Protocol):
@@ -26,15 +38,53 @@ class Reporter(Protocol):
 
     def progress(self, cell_id: str, stage: str, step: int, total: int, loss: float | None) -> None: ...
 
+    def restore(self) -> Path | None:
+        """The checkpoint directory to resume from, if any."""
+
+    def save(self, directory: Path, iteration: int) -> None:
+        """Persist this rank's part of a checkpoint (called on every rank)."""
+
 
 class PrintReporter:
-    """Reporter for plain processes: progress and log lines to stdout."""
+    """Reporter for plain processes: log lines to stdout, checkpoints under `checkpoint_root`."""
+
+    def __init__(self, checkpoint_root: Path | None = None, quiet: bool = False):
+        self.checkpoint_root = checkpoint_root
+        self.quiet = quiet
 
     def log(self, cell_id: str, line: str) -> None:
-        print(f"[{cell_id}] {line}", flush=True)
+        if not self.quiet:
+            print(f"[{cell_id}] {line}", flush=True)
 
     def progress(self, cell_id: str, stage: str, step: int, total: int, loss: float | None) -> None:
         pass
+
+    def restore(self) -> Path | None:
+        return latest_checkpoint(self.checkpoint_root) if self.checkpoint_root else None
+
+    def save(self, directory: Path, iteration: int) -> None:
+        if self.checkpoint_root is None:
+            return
+        final = self.checkpoint_root / checkpoint_name(iteration)
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(directory, partial)
+        if final.exists():  # already saved by an earlier attempt
+            shutil.rmtree(partial)
+        else:
+            os.replace(partial, final)
+
+
+def checkpoint_name(iteration: int) -> str:
+    return f"iter_{iteration:08d}"
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint directory under `root` (searched recursively)."""
+    if not root or not Path(root).is_dir():
+        return None
+    found = [p.parent for p in Path(root).rglob(MODEL_FILE) if p.parent.name.startswith("iter_")]
+    return max(found, key=lambda p: p.name) if found else None
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float, min_lr: float) -> float:
@@ -48,14 +98,64 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _infinite_batches(loader: torch.utils.data.DataLoader, sampler, dataset):
-    epoch = 0
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    keys = np_state["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, np_state["pos"], np_state["has_gauss"], np_state["gauss"]))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(directory: Path, model: nn.Module, optimizer, iteration: int, rank: int) -> None:
+    if rank == 0:
+        torch.save({"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
+                   directory / MODEL_FILE)
+    torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
+
+
+def load_checkpoint(directory: Path, model: nn.Module, optimizer, rank: int, log) -> int:
+    """Restore model, optimiser and this rank's generators; returns the iteration reached."""
+    state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng_file = directory / f"rng_rank{rank}.pt"
+    if rng_file.is_file():
+        set_rng_state(torch.load(rng_file, weights_only=True))
+    else:
+        log(f"checkpoint has no generator state for rank {rank}: random streams restart")
+    return int(state["iteration"])
+
+
+def _batches(
+    dataset: SegmentationDataset,
+    sampler: torch.utils.data.DistributedSampler,
+    batch_size: int,
+    start_iteration: int,
+    loader_kwargs: dict,
+) -> Iterator:
+    """Batches forever, starting at the position `start_iteration` batches into the stream."""
+    per_epoch = len(sampler) // batch_size
+    epoch, skip = divmod(start_iteration, per_epoch)
     while True:
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        order = list(sampler)
+        chunks = [order[i * batch_size : (i + 1) * batch_size] for i in range(skip, per_epoch)]
+        yield from torch.utils.data.DataLoader(dataset, batch_sampler=chunks, **loader_kwargs)
+        epoch, skip = epoch + 1, 0
 
 
 def _prepare_norm(model: nn.Module, cell: Cell, device: torch.device, world_size: int, log) -> nn.Module:
@@ -78,8 +178,12 @@ def run_cell(
     rank: int = 0,
     world_size: int = 1,
     device: torch.device | None = None,
+    stop_after: int | None = None,
 ) -> dict | None:
-    """Train and evaluate one cell; rank 0 returns the metrics payload, other ranks None."""
+    """Train and evaluate one cell; rank 0 returns the metrics payload, other ranks None.
+
+    `stop_after` ends training early at that iteration without evaluating (used to test resume).
+    """
     device = device or torch.device("cpu")
     cell_id = cell.cell_id
 
@@ -100,29 +204,25 @@ def run_cell(
     model = build_segmentor(cell.framework, cell.idr, card.num_classes, cell.model, card.ignore_index)
     num_params = count_parameters(model)
     model = _prepare_norm(model, cell, device, world_size, log).to(device)
+    net = model
     distributed = dist.is_available() and dist.is_initialized() and world_size > 1
     if distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     seed_everything(cell.seed * 1000 + rank)  # dropout and deletion picks differ across ranks
 
-    sampler = (
-        torch.utils.data.DistributedSampler(train_set, world_size, rank, shuffle=True, seed=cell.seed, drop_last=True)
-        if distributed
-        else torch.utils.data.RandomSampler(train_set, generator=torch.Generator().manual_seed(cell.seed))
+    sampler = torch.utils.data.DistributedSampler(
+        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cell.seed, drop_last=True
     )
-    loader = torch.utils.data.DataLoader(
-        train_set,
-        batch_size=per_rank_batch,
-        sampler=sampler,
-        num_workers=cell.train.loader_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-    )
-    if len(loader) == 0:
+    if len(sampler) < per_rank_batch:
         raise ValueError(f"{cell.dataset}: {len(train_set)} training images give no batch of {per_rank_batch}")
     optimizer = torch.optim.SGD(
         model.parameters(), lr=cell.train.lr, momentum=cell.train.momentum, weight_decay=cell.train.weight_decay
     )
+    start_iteration = 0
+    resume_from = reporter.restore()
+    if resume_from is not None:
+        start_iteration = load_checkpoint(resume_from, net, optimizer, rank, log)
+        log(f"resumed from {resume_from} at iteration {start_iteration}")
     log(
         f"start: {cell.framework}{' + IDR' if cell.idr else ''} on {cell.dataset}, backbone {cell.model.backbone}, "
         f"{num_params / 1e6:.2f} M params, {cell.train.iterations} iterations, batch {cell.train.batch_size} "
@@ -130,11 +230,13 @@ def run_cell(
     )
 
     total = cell.train.iterations
-    batches = _infinite_batches(loader, sampler if distributed else None, train_set)
+    loader_kwargs = {"num_workers": cell.train.loader_workers, "pin_memory": device.type == "cuda"}
+    batches = _batches(train_set, sampler, per_rank_batch, start_iteration, loader_kwargs)
     model.train()
     start = time.perf_counter()
     running: dict[str, float] = {}
-    for iteration in range(total):
+    steps_since_log = 0
+    for iteration in range(start_iteration, total):
         lr = poly_lr(cell.train.lr, iteration, total, cell.train.poly_power, cell.train.min_lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -148,19 +250,26 @@ def run_cell(
         for name, value in losses.items():
             running[name] = running.get(name, 0.0) + float(value.detach())
         step = iteration + 1
+        steps_since_log += 1
         if step % cell.train.log_interval == 0 or step == total:
-            n = cell.train.log_interval if step % cell.train.log_interval == 0 else step % cell.train.log_interval
-            means = {name: value / n for name, value in running.items()}
+            means = {name: value / steps_since_log for name, value in running.items()}
             mean_loss = sum(means.values())
             parts = " ".join(f"{name} {value:.4f}" for name, value in means.items())
             log(f"iter {step}/{total} lr {lr:.2e} loss {mean_loss:.4f} ({parts}) {time.perf_counter() - start:.1f}s")
             if rank == 0:
                 reporter.progress(cell_id, "train", step, total, mean_loss)
-            running = {}
+            running, steps_since_log = {}, 0
+        interval = cell.train.checkpoint_interval
+        if interval and step % interval == 0 and step < total:
+            with tempfile.TemporaryDirectory(prefix="idrbench-ckpt-") as tmp:
+                save_checkpoint(Path(tmp), net, optimizer, step, rank)
+                reporter.save(Path(tmp), step)
+            log(f"checkpoint at iteration {step}")
+        if stop_after is not None and step >= stop_after:
+            return None
     train_time = time.perf_counter() - start
 
     eval_start = time.perf_counter()
-    net = model.module if distributed else model
 
     def on_eval_batch(done: int, count: int) -> None:
         if rank == 0:
@@ -173,14 +282,15 @@ def run_cell(
     log(f"eval on {cell.eval.split}: mIoU {metrics['mIoU']:.2f} mAcc {metrics['mAcc']:.2f} aAcc {metrics['aAcc']:.2f}")
     if rank != 0:
         return None
+    done_iterations = total - start_iteration
     return {
         "metrics": metrics,
         "params": num_params,
         "train_time_s": train_time,
         "eval_time_s": eval_time,
-        "iterations_per_s": total / train_time if train_time > 0 else None,
+        "iterations_per_s": done_iterations / train_time if train_time > 0 else None,
+        "resumed_from_iteration": start_iteration,
         "world_size": world_size,
         "device": str(device),
         "torch_threads": threads,
-        "pid": os.getpid(),
     }

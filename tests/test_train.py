@@ -3,7 +3,7 @@ import pytest
 
 from harness.config import load_experiment
 from harness.run import resolve_cells
-from harness.train import PrintReporter, poly_lr, run_cell
+from harness.train import PrintReporter, latest_checkpoint, poly_lr, run_cell
 from tests.conftest import tiny_experiment
 
 
@@ -32,3 +32,28 @@ def test_too_few_images_for_a_batch(write_experiment):
     cell = _cells(write_experiment, train={"iterations": 1, "batch_size": 64})[0]
     with pytest.raises(ValueError, match="give no batch of 64"):
         run_cell(cell, PrintReporter())
+
+
+def test_interrupted_run_resumes_to_the_same_result(write_experiment, tmp_path):
+    cell = _cells(
+        write_experiment, grid={"idr": [True]}, train={"iterations": 6, "batch_size": 4, "checkpoint_interval": 2}
+    )[0]
+    uninterrupted = run_cell(cell, PrintReporter(quiet=True))
+    root = tmp_path / "ckpt"
+    assert run_cell(cell, PrintReporter(root, quiet=True), stop_after=3) is None  # "crash" after iteration 3
+    assert latest_checkpoint(root).name == "iter_00000002"
+    resumed = run_cell(cell, PrintReporter(root, quiet=True))
+    assert resumed["resumed_from_iteration"] == 2
+    assert resumed["metrics"]["per_class_iou"] == uninterrupted["metrics"]["per_class_iou"]
+
+
+def test_checkpoints_load_with_weights_only(write_experiment, tmp_path):
+    import torch
+
+    cell = _cells(write_experiment, train={"iterations": 2, "batch_size": 4, "checkpoint_interval": 1})[1]
+    run_cell(cell, PrintReporter(tmp_path, quiet=True))
+    state = torch.load(latest_checkpoint(tmp_path) / "model.pt", weights_only=True)
+    assert state["iteration"] == 1
+    assert "head.relations_mean" in state["model"] and state["optimizer"]["state"]
+    rng = torch.load(latest_checkpoint(tmp_path) / "rng_rank0.pt", weights_only=True)
+    assert set(rng) == {"torch", "cuda", "numpy", "python"}
