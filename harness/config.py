@@ -64,6 +64,9 @@ class ModelConfig(Strict):
     head_channels: int = Field(default=512, gt=0, description="width of the baseline heads' convs")
     aux_channels: int = Field(default=512, gt=0)
     refine_channels: int = Field(default=256, gt=0, description="IDR self-attention width")
+    upernet_context: Literal["aspp", "ppm"] = Field(
+        default="ppm", description="UPerNet+IDR coarse context (FPN top level); the baseline UPerNet always uses PPM"
+    )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     relation_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
     dataset_reps_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
@@ -100,6 +103,8 @@ class TrainConfig(Strict):
     log_interval: int = Field(default=10, gt=0)
     loader_workers: int = Field(default=0, ge=0, description="DataLoader processes per training worker")
     torch_threads: int = Field(default=0, ge=0, description="intra-op threads per worker; 0 = CPUs given to it")
+    checkpoint_interval: int = Field(default=0, ge=0, description="iterations between checkpoints; 0 = none")
+    max_failures: int = Field(default=0, ge=0, description="worker failures retried from the last checkpoint")
 
 
 class EvalConfig(Strict):

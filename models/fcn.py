@@ -45,7 +45,5 @@ class FCNWiring(nn.Module):
     def refine(self, coarse: torch.Tensor | None) -> torch.Tensor | None:
         return coarse
 
-    def stage2_input(
-        self, feats: torch.Tensor, id_context: torch.Tensor, coarse: torch.Tensor | None, pyramid: list[torch.Tensor]
-    ) -> torch.Tensor:
-        return torch.cat([feats, id_context], dim=1)
+    def stage2_context(self, coarse: torch.Tensor | None, pyramid: list[torch.Tensor]) -> None:
+        return None

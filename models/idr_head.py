@@ -31,6 +31,8 @@ from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
 
 
 class IDRWiring(Protocol):
+    """What a framework tells IDR: its coarse context, how it is refined, what stage 2 adds."""
+
     stage1_channels: int
     stage2_channels: int
 
@@ -38,9 +40,19 @@ class IDRWiring(Protocol):
 
     def refine(self, coarse: torch.Tensor | None) -> torch.Tensor | None: ...
 
-    def stage2_input(
-        self, feats: torch.Tensor, id_context: torch.Tensor, coarse: torch.Tensor | None, pyramid: list[torch.Tensor]
-    ) -> torch.Tensor: ...
+    def stage2_context(self, coarse: torch.Tensor | None, pyramid: list[torch.Tensor]) -> torch.Tensor | None:
+        """Tensors stage 2 reads besides F and Z (computed once per forward, reused by the deletion pass)."""
+
+
+def stage2_input(feats: torch.Tensor, id_context: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+    """[F, Z] or [F, Z, extra], F and Z resized to extra's resolution (UPerNet: 1/4)."""
+    if extra is None:
+        return torch.cat([feats, id_context], dim=1)
+    size = extra.shape[2:]
+    if feats.shape[2:] != size:
+        feats = F.interpolate(feats, size=size, mode="bilinear", align_corners=False)
+        id_context = F.interpolate(id_context, size=size, mode="bilinear", align_corners=False)
+    return torch.cat([feats, id_context, extra], dim=1)
 
 
 def pick_deleted_classes(present: torch.Tensor, pick_counts: torch.Tensor) -> torch.Tensor:
@@ -116,25 +128,25 @@ class IDRHead(nn.Module):
         feats_plus = torch.cat([feats, reps_of_pixels], dim=1)
         reps, present = group_by_class(feats_plus, stage1)
         id_context = self.id_context(feats_plus, reps, present, stage1)
-        stage2_in = self.wiring.stage2_input(feats, id_context, coarse, pyramid)
+        extra = self.wiring.stage2_context(coarse, pyramid)
         rng_before_stage2 = _rng_state(feats.device)
-        stage2 = self.stage2(stage2_in)
+        stage2 = self.stage2(stage2_input(feats, id_context, extra))
         if self.training and target is not None:
             with torch.no_grad():
                 self.update_relations_by_deletion(
-                    feats, feats_plus, reps, present, stage1, coarse, pyramid, stage2, target, rng_before_stage2
+                    feats, feats_plus, reps, present, stage1, extra, stage2, target, rng_before_stage2
                 )
                 self.update_dataset_reps(feats, target)
         return {"stage1": stage1, "stage2": stage2}
 
     def update_relations_by_deletion(
-        self, feats, feats_plus, reps, present, stage1, coarse, pyramid, stage2, target, rng_before_stage2
+        self, feats, feats_plus, reps, present, stage1, extra, stage2, target, rng_before_stage2
     ) -> None:
         """Step 8: delete one class per image, re-run steps 4-7, and record how the loss moved."""
         deleted = pick_deleted_classes(present, self.pick_counts)
         present_d, reps_d = exclude_classes(present, reps, deleted)
         id_context = self.id_context(feats_plus, reps_d, present_d, stage1)
-        stage2_in = self.wiring.stage2_input(feats, id_context, coarse, pyramid)
+        stage2_in = stage2_input(feats, id_context, extra)
         # The official code reseeds CUDA before both stage-2 passes so their dropout masks agree;
         # restoring the saved generator states does the same on CPU and GPU alike.
         with torch.random.fork_rng(devices=[feats.device] if feats.device.type == "cuda" else []):

@@ -11,10 +11,14 @@ from typing import Callable
 import torch.nn as nn
 
 from models.backbones import build_backbone
+from models.context import aspp_dilations
+from models.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.fcn import FCNHead, FCNWiring
 from models.idr_head import IDRHead
 from models.layers import AuxiliaryHead
+from models.pspnet import PSPHead, PSPNetWiring
 from models.segmentor import Segmentor
+from models.upernet import UPerHead, UPerNetWiring
 
 
 @dataclass(frozen=True)
@@ -28,11 +32,36 @@ FRAMEWORKS: dict[str, Framework] = {
         head=lambda chans, k, cfg: FCNHead(chans, cfg.head_channels, k, cfg.dropout),
         wiring=lambda chans, cfg: FCNWiring(cfg.feats_channels),
     ),
+    "pspnet": Framework(
+        head=lambda chans, k, cfg: PSPHead(chans, cfg.head_channels, k, cfg.dropout),
+        wiring=lambda chans, cfg: PSPNetWiring(cfg.feats_channels, cfg.refine_channels),
+    ),
+    "deeplabv3": Framework(
+        head=lambda chans, k, cfg: ASPPHead(
+            chans, cfg.head_channels, k, cfg.dropout, aspp_dilations(cfg.output_stride)
+        ),
+        wiring=lambda chans, cfg: DeepLabV3Wiring(
+            cfg.feats_channels, cfg.refine_channels, aspp_dilations(cfg.output_stride)
+        ),
+    ),
+    "upernet": Framework(
+        head=lambda chans, k, cfg: UPerHead(chans, cfg.head_channels, k, cfg.dropout),
+        # the FPN (and so the coarse context, its top level) is head_channels wide
+        wiring=lambda chans, cfg: UPerNetWiring(
+            chans,
+            cfg.feats_channels,
+            cfg.head_channels,
+            cfg.refine_channels,
+            cfg.upernet_context,
+            aspp_dilations(cfg.output_stride),
+        ),
+    ),
 }
 
 
 def framework_names() -> list[str]:
-    return sorted(FRAMEWORKS)
+    """Registered frameworks in registration order (the paper's table order, FCN first)."""
+    return list(FRAMEWORKS)
 
 
 def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int = 255) -> Segmentor:

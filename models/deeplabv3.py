@@ -1,0 +1,54 @@
+"""DeepLabV3: the baseline head and how IDR is wired into it.
+
+Baseline (mmsegmentation-style): ASPP on backbone stage 4 (image pooling, a 1x1 branch and 3x3
+branches dilated 12/24/36 at output stride 8, 6/12/18 at 16), whose 3x3 fusion conv-BN-ReLU is
+the head's bottleneck, then Dropout2d and a 1x1 classifier. Output at the stage-4 resolution.
+
+With IDR (official config): ASPP runs on F (C -> C) as the coarse context; stage 1 reads the
+ASPP output; after stage 1 it is refined by self-attention; stage 2 reads [F, Z, refined ASPP]
+(3C channels).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+
+from models.context import ASPP, RefinedContextWiring, aspp_dilations
+
+
+class ASPPHead(nn.Module):
+    main_output = "decode"
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        channels: int,
+        num_classes: int,
+        dropout: float = 0.1,
+        dilations: Sequence[int] = aspp_dilations(8),
+    ):
+        super().__init__()
+        self.aspp = ASPP(in_channels[-1], channels, dilations)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor], target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        return {"decode": self.classifier(self.dropout(self.aspp(feats[-1])))}
+
+
+class DeepLabV3Wiring(RefinedContextWiring):
+    """IDR wiring for DeepLabV3.
+
+    coarse_context: reads F [B,C,h,w]; writes ASPP(F) [B,C,h,w] (image pooling + dilations
+                    1,12,24,36 at output stride 8 / 1,6,12,18 at 16, C -> C).
+    stage 1:        reads ASPP(F).
+    refine:         reads ASPP(F); writes SA(ASPP(F)) [B,C,h,w] (self-attention, refine_channels wide).
+    stage2_context: SA(ASPP(F)); stage 2 reads [F, Z, SA(ASPP(F))] [B,3C,h,w].
+    The backbone pyramid is not read beyond stage 4 (through F).
+    """
+
+    def __init__(self, feats_channels: int, refine_channels: int, dilations: Sequence[int] = aspp_dilations(8)):
+        aspp = ASPP(feats_channels, feats_channels, dilations)
+        super().__init__(aspp, feats_channels, feats_channels, refine_channels)

@@ -1,0 +1,82 @@
+"""UPerNet: the baseline head and how IDR is wired into it.
+
+Baseline (mmsegmentation-style): the pyramid pooling module on backbone stage 4 (to the head
+width) is the top level of an FPN over stages 1-3 (1x1 laterals, top-down sums, 3x3 output
+convs); the four levels, upsampled to stage 1's resolution (1/4) and concatenated, are fused by a
+3x3 conv-BN-ReLU, then Dropout2d and a 1x1 classifier. Output at 1/4.
+
+With IDR (official config): IDR runs before the FPN. The coarse context (ASPP or PPM on F, to
+the FPN width; `ModelConfig.upernet_context`) feeds stage 1 at F's resolution (1/8), is refined
+by self-attention after stage 1, and becomes the FPN's top level; stage 2 reads [F, Z, FPN]
+at 1/4 (2C + 4 x FPN width channels).
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn as nn
+
+from models.context import ASPP, FPN, PSP_POOL_SCALES, PyramidPooling, RefinedContextWiring, aspp_dilations, resize
+from models.layers import ConvBNReLU
+
+
+class UPerHead(nn.Module):
+    main_output = "decode"
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        channels: int,
+        num_classes: int,
+        dropout: float = 0.1,
+        pool_scales: Sequence[int] = PSP_POOL_SCALES,
+    ):
+        super().__init__()
+        self.ppm = PyramidPooling(in_channels[-1], channels, pool_scales)
+        self.fpn = FPN(in_channels[:-1], channels)
+        self.fuse = ConvBNReLU(self.fpn.num_levels * channels, channels, 3)
+        self.dropout = nn.Dropout2d(dropout)
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, feats: list[torch.Tensor], target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        levels = self.fpn(feats[:-1], self.ppm(feats[-1]))
+        return {"decode": self.classifier(self.dropout(self.fuse(torch.cat(levels, dim=1))))}
+
+
+class UPerNetWiring(RefinedContextWiring):
+    """IDR wiring for UPerNet (IDR before the FPN).
+
+    coarse_context: reads F [B,C,h,w] (1/8); writes X = ASPP(F) or PPM(F) [B,P,h,w], P = FPN width.
+    stage 1:        reads X at 1/8 (its logits are at F's size, as IDR needs).
+    refine:         reads X; writes SA(X) [B,P,h,w] (self-attention, refine_channels wide).
+    stage2_context: reads backbone stages 1-3 (pyramid[:-1]) and SA(X); builds the FPN with SA(X)
+                    as its top level (laterals on stages 1-3, top-down sums, 3x3 convs on the lower
+                    levels, all four levels upsampled to stage 1's size, 1/4); writes
+                    [FPN_1, FPN_2, FPN_3, SA(X) up] [B,4P,H/4,W/4] (once per forward).
+    stage 2:        reads [F up, Z up, FPN] [B,2C+4P,H/4,W/4], i.e. 2C + coarse (P) + 3 x FPN (3P)
+                    channels, as the official decoder_stage2; its logits are at 1/4.
+    """
+
+    def __init__(
+        self,
+        in_channels: list[int],
+        feats_channels: int,
+        fpn_channels: int,
+        refine_channels: int,
+        context: Literal["aspp", "ppm"] = "ppm",
+        dilations: Sequence[int] = aspp_dilations(8),
+        pool_scales: Sequence[int] = PSP_POOL_SCALES,
+    ):
+        if context == "aspp":
+            module = ASPP(feats_channels, fpn_channels, dilations)
+        elif context == "ppm":
+            module = PyramidPooling(feats_channels, fpn_channels, pool_scales)
+        else:
+            raise ValueError(f"unknown UPerNet coarse context {context!r}; allowed: aspp, ppm")
+        super().__init__(module, fpn_channels, feats_channels, refine_channels)
+        self.fpn = FPN(in_channels[:-1], fpn_channels)
+        self.stage2_channels = 2 * feats_channels + self.fpn.num_levels * fpn_channels
+
+    def stage2_context(self, coarse: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(self.fpn(pyramid[:-1], coarse), dim=1)
