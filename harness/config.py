@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
 
 
 class ConfigError(Exception):
@@ -33,6 +33,9 @@ def _check_names(values: list[str], allowed: list[str], what: str) -> list[str]:
     return values
 
 
+SWEEPABLE_SECTIONS = ("model", "train", "eval")
+
+
 class Grid(Strict):
     """The cells of an experiment: the cross product of these lists."""
 
@@ -40,6 +43,20 @@ class Grid(Strict):
     datasets: list[str] = Field(min_length=1)
     idr: list[bool] = Field(default=[False, True], min_length=1)
     seeds: list[int] = Field(default=[0], min_length=1)
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict, description="swept hyper-parameters: key path (e.g. train.lr) -> values"
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweepable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for path, values in v.items():
+            section = path.split(".", 1)[0]
+            if section not in SWEEPABLE_SECTIONS or "." not in path:
+                raise ValueError(f"cannot sweep {path!r}; allowed: keys under {', '.join(SWEEPABLE_SECTIONS)}")
+            if not values:
+                raise ValueError(f"sweep of {path!r} has no values")
+        return v
 
     @field_validator("frameworks")
     @classmethod
@@ -58,7 +75,9 @@ class Grid(Strict):
 
 class ModelConfig(Strict):
     backbone: str = "resnet18"
-    pretrained: str | None = Field(default=None, description="local weights file; never a hub")
+    pretrained: str | None = Field(
+        default=None, description="local weights file, or 'cache' (local timm/HF/torch caches only); never a hub"
+    )
     output_stride: Literal[8, 16, 32] = 8
     feats_channels: int = Field(default=512, gt=0, description="C of the paper (bottleneck width)")
     head_channels: int = Field(default=512, gt=0, description="width of the baseline heads' convs")
@@ -108,8 +127,26 @@ class TrainConfig(Strict):
 
 
 class EvalConfig(Strict):
+    """Test protocol (see harness/evaluate.py): whole image or sliding window, optional flip, scales."""
+
     batch_size: int = Field(default=4, gt=0)
     split: str = "val"
+    mode: Literal["whole", "slide"] = "whole"
+    crop_size: tuple[PositiveInt, PositiveInt] | None = Field(default=None, description="slide window (height, width)")
+    stride: tuple[PositiveInt, PositiveInt] | None = Field(default=None, description="slide step (height, width)")
+    flip: bool = False
+    scales: list[PositiveFloat] = Field(
+        default_factory=lambda: [1.0], min_length=1, description="ratios of the test scale; several: averaged softmax"
+    )
+
+    @model_validator(mode="after")
+    def _check_slide(self) -> "EvalConfig":
+        if self.mode == "slide":
+            if self.crop_size is None or self.stride is None:
+                raise ValueError("mode slide needs crop_size and stride")
+            if any(s > c for s, c in zip(self.stride, self.crop_size)):
+                raise ValueError(f"stride {list(self.stride)} must not exceed crop_size {list(self.crop_size)}")
+        return self
 
 
 class ScalingConfig(Strict):
@@ -161,19 +198,36 @@ class Cell(Strict):
     scaling: ScalingConfig
     data_root: str
     data_options: dict[str, Any]
+    sweep: dict[str, Any] = Field(default_factory=dict, description="this cell's swept values")
 
     @property
     def cell_id(self) -> str:
         variant = f"{self.framework}+idr" if self.idr else self.framework
-        return f"{variant}_{self.dataset}_{self.model.backbone}_s{self.seed}"
+        swept = "".join(f"_{path.rsplit('.', 1)[-1]}{value}" for path, value in self.sweep.items())
+        return f"{variant}_{self.dataset}_{self.model.backbone}_s{self.seed}{swept}"
+
+
+def _swept_sections(exp: Experiment, assignment: dict[str, Any]) -> dict[str, Any]:
+    """The model/train/eval sections with the swept values set (validated again)."""
+    raw = {name: getattr(exp, name).model_dump() for name in SWEEPABLE_SECTIONS}
+    for path, value in assignment.items():
+        node = raw
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return {name: type(getattr(exp, name)).model_validate(raw[name]) for name in SWEEPABLE_SECTIONS}
 
 
 def expand_cells(exp: Experiment) -> list[Cell]:
-    """The experiment's cells, in a stable order (framework, dataset, seed, baseline first)."""
+    """The experiment's cells, in a stable order (framework, dataset, seed, sweep, baseline first)."""
+    sweep_paths = list(exp.grid.sweep)
+    assignments = [dict(zip(sweep_paths, values)) for values in itertools.product(*exp.grid.sweep.values())]
     cells = []
-    for framework, dataset, seed, idr in itertools.product(
-        exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, exp.grid.idr
+    for framework, dataset, seed, assignment, idr in itertools.product(
+        exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, assignments, exp.grid.idr
     ):
+        sections = _swept_sections(exp, assignment)
         cells.append(
             Cell(
                 experiment=exp.name,
@@ -181,12 +235,11 @@ def expand_cells(exp: Experiment) -> list[Cell]:
                 dataset=dataset,
                 idr=idr,
                 seed=seed,
-                model=exp.model,
-                train=exp.train,
-                eval=exp.eval,
                 scaling=exp.scaling,
                 data_root=exp.data.root,
                 data_options=exp.data.options.get(dataset, {}),
+                sweep=assignment,
+                **sections,
             )
         )
     return cells
@@ -264,6 +317,10 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     for assignment in overrides:
         raw = apply_override(raw, assignment)
     try:
-        return Experiment.model_validate(raw)
+        exp = Experiment.model_validate(raw)
+        expand_cells(exp)  # swept values are validated where they land
+        return exp
     except ValidationError as err:
         raise ConfigError(format_validation_error(source, err)) from None
+    except KeyError as err:
+        raise ConfigError(f"{source}: grid.sweep: {err.args[0]!r} is not a key of its section") from None

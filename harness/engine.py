@@ -1,4 +1,5 @@
-"""Running cells on Ray: one Ray Train `TorchTrainer` per cell (DDP; gloo on CPU).
+"""Running cells on Ray: a Ray Tune grid with one trial per cell, each trial one Ray Train
+`TorchTrainer` (DDP; gloo on CPU, NCCL on GPU).
 
 Workers send log lines, progress and their final payload to a small `ProgressHub` actor;
 the driver drains it, keeps the live display and the cell logs, and writes each record.
@@ -11,12 +12,12 @@ import shutil
 import threading
 import time
 import traceback
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import ray
 import ray.train
+from ray import tune
 import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
@@ -25,6 +26,9 @@ from harness.config import Cell
 from harness.progress import Board
 from harness.records import build_record, cell_dir, write_record
 from harness.train import checkpoint_name, latest_checkpoint, run_cell
+
+
+TRIAL_MEMORY_BYTES = 256 * 1024**2
 
 
 @ray.remote(num_cpus=0)
@@ -107,18 +111,37 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
     )
 
 
-def _short_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    causes = [line for line in text if "Error" in line or "error" in line]
-    return (causes[-1] if causes else (text[-1] if text else type(exc).__name__))[:300]
+def _short_error(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    causes = [line for line in lines if "Error" in line or "error" in line]
+    return (causes[-1] if causes else (lines[-1] if lines else "unknown error")).strip()[:300]
+
+
+def cell_trial(config: dict) -> None:
+    """One Ray Tune trial: run a cell's TorchTrainer and tell the hub how it went.
+
+    The trial holds no CPU itself (only a little memory; Tune needs some resource per trial);
+    the cell's Train workers ask for theirs.
+    """
+    cell = Cell.model_validate(config["cell"])
+    hub = config["hub"]
+    start = time.perf_counter()
+    hub.post.remote(cell.cell_id, "started", None)
+    try:
+        make_trainer(cell, hub, Path(config["storage"]), config["resume"]).fit()
+    except BaseException as exc:
+        ray.get(hub.post.remote(cell.cell_id, "failed", "".join(traceback.format_exception(exc))))
+        raise
+    ray.get(hub.post.remote(cell.cell_id, "finished", time.perf_counter() - start))
 
 
 def run_cells(
     cells: list[Cell], results_dir: Path, board: Board, max_concurrent: int = 1, resume: bool = False
 ) -> dict[str, dict]:
-    """Train and evaluate `cells` on the connected Ray cluster; returns records by cell id.
+    """Train and evaluate `cells` as one Ray Tune grid (a trial per cell); returns records by cell id.
 
-    With `resume`, each cell continues from its newest checkpoint under `results_dir/_ray`.
+    At most `max_concurrent` cells run at once. With `resume`, each cell continues from its
+    newest checkpoint under `results_dir/_ray`.
     """
     hub = ProgressHub.remote()
     storage = (results_dir / "_ray").resolve()
@@ -127,8 +150,6 @@ def run_cells(
     payloads: dict[str, dict] = {}
     records: dict[str, dict] = {}
     logs: dict[str, Any] = {}
-    started: dict[str, float] = {}
-    lock = threading.Lock()
 
     def log_line(cell_id: str, line: str) -> None:
         handle = logs.get(cell_id)
@@ -139,10 +160,16 @@ def run_cells(
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         handle.flush()
 
-    def fit(cell: Cell) -> None:
-        with lock:
-            started[cell.cell_id] = time.perf_counter()
-        make_trainer(cell, hub, storage, resume).fit()
+    def finish(cell_id: str, wall: float) -> None:
+        cell = by_id[cell_id]
+        if cell_id not in payloads:
+            board.finish(cell_id, None, status="failed", error="no result reported")
+            return
+        record = build_record(cell, payloads[cell_id], wall)
+        write_record(results_dir, cell, record)
+        records[cell_id] = record
+        log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
+        board.finish(cell_id, record["metrics"]["mIoU"])
 
     def handle(events: list[tuple[str, str, Any]]) -> None:
         for cell_id, kind, payload in events:
@@ -152,37 +179,43 @@ def run_cells(
                 board.progress(cell_id, *payload)
             elif kind == "result":
                 payloads[cell_id] = payload
+            elif kind == "started":
+                board.start(cell_id)
+            elif kind == "finished":
+                finish(cell_id, payload)
+            elif kind == "failed":
+                log_line(cell_id, "failed:\n" + payload)
+                board.finish(cell_id, None, status="failed", error=_short_error(payload))
 
-    futures: dict[str, Future] = {}
-    with ThreadPoolExecutor(max_workers=max_concurrent) as pool:
-        for cell in cells:
-            futures[cell.cell_id] = pool.submit(fit, cell)
-        pending = set(futures)
-        while pending:
-            time.sleep(0.5)
-            handle(ray.get(hub.drain.remote()))
-            for cell_id in sorted(pending, key=lambda cid: not futures[cid].done()):
-                if cell_id in started and board.cells[cell_id].status == "waiting":
-                    board.start(cell_id)
-                future = futures[cell_id]
-                if not future.done():
-                    continue
-                pending.discard(cell_id)
-                handle(ray.get(hub.drain.remote()))
-                cell = by_id[cell_id]
-                error = future.exception()
-                if error is None and cell_id in payloads:
-                    wall = time.perf_counter() - started[cell_id]
-                    record = build_record(cell, payloads[cell_id], wall)
-                    write_record(results_dir, cell, record)
-                    records[cell_id] = record
-                    log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
-                    board.finish(cell_id, record["metrics"]["mIoU"])
-                else:
-                    if error is not None:
-                        log_line(cell_id, "failed:\n" + "".join(traceback.format_exception(error)))
-                    message = _short_error(error) if error is not None else "no result reported"
-                    board.finish(cell_id, None, status="failed", error=message)
+    tuner = tune.Tuner(
+        tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES}),
+        param_space={
+            "cell": tune.grid_search([cell.model_dump(mode="json") for cell in cells]),
+            "hub": hub,
+            "storage": str(storage),
+            "resume": resume,
+        },
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
+        run_config=tune.RunConfig(name="grid", storage_path=str(storage), verbose=0),
+    )
+    outcome: dict[str, BaseException] = {}
+
+    def fit() -> None:
+        try:
+            tuner.fit()
+        except BaseException as exc:  # reported below; cells already finished keep their records
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=fit, name="idrbench-tune", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(timeout=0.5)
+        handle(ray.get(hub.drain.remote()))
+    handle(ray.get(hub.drain.remote()))
+    for cell_id, state in board.cells.items():
+        if cell_id in by_id and state.status in ("waiting", "running"):
+            error = _short_error(str(outcome["error"])) if "error" in outcome else "did not finish"
+            board.finish(cell_id, None, status="failed", error=error)
     for handle_ in logs.values():
         handle_.close()
     return records

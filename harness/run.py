@@ -6,6 +6,7 @@ dataset, weights) — reported in one line before Ray starts, with nothing writt
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import sys
 import time
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
 from harness.data import DataError, build_dataset
+from models.backbones import PretrainedWeightsError, resolve_pretrained
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -23,6 +25,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
     parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
+                        help="run only cells whose id matches this shell pattern (e.g. 'upernet*ade20k*'); repeatable")
     parser.add_argument("--rerun", action="store_true", help="train cells again even when a record exists")
     parser.add_argument("--resume", action="store_true",
                         help="continue unfinished cells from their newest checkpoint instead of starting over")
@@ -35,6 +39,15 @@ def resolve_cells(exp: Experiment) -> list[Cell]:
     return [cell.model_copy(update={"data_root": root}) for cell in expand_cells(exp)]
 
 
+def select_cells(cells: list[Cell], patterns: list[str], source: str) -> list[Cell]:
+    if not patterns:
+        return cells
+    chosen = [c for c in cells if any(fnmatch.fnmatchcase(c.cell_id, p) for p in patterns)]
+    if not chosen:
+        raise ConfigError(f"{source}: --only {' '.join(patterns)} matches none of the {len(cells)} cells")
+    return chosen
+
+
 def check_plan(exp: Experiment, source: str) -> None:
     """Checks that need more than the schema; raise ConfigError with one line."""
     if exp.train.batch_size % exp.scaling.num_workers:
@@ -42,11 +55,10 @@ def check_plan(exp: Experiment, source: str) -> None:
             f"{source}: train.batch_size: {exp.train.batch_size} is not divisible by "
             f"scaling.num_workers {exp.scaling.num_workers}"
         )
-    if exp.model.pretrained is not None and not Path(exp.model.pretrained).expanduser().is_file():
-        raise ConfigError(
-            f"{source}: model.pretrained: {exp.model.pretrained} does not exist; expected a local weights file "
-            f"for {exp.model.backbone} (weights are never downloaded)"
-        )
+    try:
+        resolve_pretrained(exp.model.backbone, exp.model.pretrained)
+    except PretrainedWeightsError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def check_datasets(cells: list[Cell]) -> None:
@@ -95,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exp = load_experiment(args.experiment, args.overrides)
         check_plan(exp, args.experiment)
-        cells = resolve_cells(exp)
+        cells = select_cells(resolve_cells(exp), args.only, args.experiment)
         if args.dry_run:
             print_plan(exp, cells)
             return 0

@@ -28,6 +28,7 @@ import torch.nn as nn
 from harness.config import Cell
 from harness.data import SegmentationDataset, build_dataset
 from harness.evaluate import evaluate
+from harness.measure import count_flops
 from models import build_segmentor
 
 MODEL_FILE = "model.pt"
@@ -203,6 +204,7 @@ def run_cell(
     card = train_set.card
     model = build_segmentor(cell.framework, cell.idr, card.num_classes, cell.model, card.ignore_index)
     num_params = count_parameters(model)
+    complexity = {"input_size": list(card.crop_size), **count_flops(model, card.crop_size)} if rank == 0 else {}
     model = _prepare_norm(model, cell, device, world_size, log).to(device)
     net = model
     distributed = dist.is_available() and dist.is_initialized() and world_size > 1
@@ -276,7 +278,19 @@ def run_cell(
             reporter.progress(cell_id, "eval", done, count, None)
 
     metrics = evaluate(
-        net, val_set, device, cell.eval.batch_size, rank, world_size, cell.train.loader_workers, on_eval_batch
+        net,
+        val_set,
+        device,
+        cell.eval.batch_size,
+        rank,
+        world_size,
+        cell.train.loader_workers,
+        on_eval_batch,
+        mode=cell.eval.mode,
+        crop_size=cell.eval.crop_size,
+        stride=cell.eval.stride,
+        flip=cell.eval.flip,
+        scales=cell.eval.scales,
     )
     eval_time = time.perf_counter() - eval_start
     log(f"eval on {cell.eval.split}: mIoU {metrics['mIoU']:.2f} mAcc {metrics['mAcc']:.2f} aAcc {metrics['aAcc']:.2f}")
@@ -286,6 +300,7 @@ def run_cell(
     return {
         "metrics": metrics,
         "params": num_params,
+        "complexity": complexity,
         "train_time_s": train_time,
         "eval_time_s": eval_time,
         "iterations_per_s": done_iterations / train_time if train_time > 0 else None,

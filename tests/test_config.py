@@ -24,7 +24,7 @@ def test_valid_experiment_expands_to_cells(write_experiment):
         ("trian.lr=0.1", "trian: unknown key; allowed: name, description, grid, model, train"),
         ("train.iterations=many", "train.iterations: Input should be a valid integer"),
         ("grid.frameworks=[fcnn]", "grid.frameworks: unknown framework 'fcnn'; allowed: fcn"),
-        ("grid.datasets=[ade21k]", "grid.datasets: unknown dataset 'ade21k'; allowed: context_scenes"),
+        ("grid.datasets=[ade21k]", "grid.datasets: unknown dataset 'ade21k'; allowed: "),
         ("model.backbone=resnet_nope", "model.backbone: unknown backbone 'resnet_nope'"),
         ("data.options.context_scenes.image_siz=64", "data.options: context_scenes: unknown option 'image_siz'"),
         ("scaling.num_workers=0", "scaling.num_workers: Input should be greater than 0"),
@@ -105,3 +105,30 @@ def test_shipped_experiments_validate():
 
     for path in sorted((REPO / "experiments").glob("*.yaml")):
         load_experiment(path)
+
+
+def test_sweep_expands_cells_and_validates_values(write_experiment):
+    exp = load_experiment(
+        write_experiment(tiny_experiment("t", grid={"idr": [True], "sweep": {"train.lr": [0.01, 0.02]}}))
+    )
+    cells = expand_cells(exp)
+    assert [c.cell_id for c in cells] == [
+        "fcn+idr_context_scenes_resnet18_s0_lr0.01",
+        "fcn+idr_context_scenes_resnet18_s0_lr0.02",
+    ]
+    assert [c.train.lr for c in cells] == [0.01, 0.02]
+    with pytest.raises(ConfigError, match="cannot sweep 'scaling.num_workers'"):
+        load_experiment(write_experiment(tiny_experiment("t", grid={"sweep": {"scaling.num_workers": [1, 2]}})))
+    with pytest.raises(ConfigError, match="lr"):
+        load_experiment(write_experiment(tiny_experiment("t", grid={"sweep": {"train.lr": ["fast"]}})))
+    with pytest.raises(ConfigError, match="grid.sweep: 'nope'"):
+        load_experiment(write_experiment(tiny_experiment("t", grid={"sweep": {"train.nope.x": [1]}})))
+
+
+def test_only_selects_cells_by_pattern(write_experiment, capsys):
+    path = write_experiment(tiny_experiment("t", grid={"seeds": [0, 1]}))
+    assert main([str(path), "--dry-run", "--only", "fcn+idr*s1"]) == 0
+    out = capsys.readouterr().out
+    assert "1 cells" in out and "fcn+idr_context_scenes_resnet18_s1" in out
+    assert main([str(path), "--dry-run", "--only", "pspnet*"]) == 2
+    assert "--only pspnet* matches none of the 4 cells" in capsys.readouterr().err

@@ -23,6 +23,7 @@ def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, ca
         assert set(record["per_class_iou"]) >= {"boat", "car", "sheep", "goat"}
         assert record["world_size"] == 2
         assert record["params"] > 0 and record["versions"]["torch"]
+        assert record["complexity"]["gflops"] > 0 and record["complexity"]["input_size"] == [32, 32]
         assert record["config"]["seed"] == 0 and record["config"]["idr"] == cell.name.startswith("fcn+idr")
         log = (cell / "train.log").read_text()
         assert "iter 3/3" in log and "eval on val" in log
