@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,19 +13,44 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ["RAY_AUTH_MODE"] = "token"  # read when ray is imported: set before any test imports it
 
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str  # GCS address for ray.init / harness.run --address
+    dashboard: str  # job submission address
+
+
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for all tests that need it (starting Ray costs ~20 s)."""
+    """One real local Ray cluster for all tests that need it: `ray start --head` on 127.0.0.1
+    with token authentication and the dashboard on loopback (starting Ray costs ~20 s)."""
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
+    env = dict(os.environ)
+    subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
+    port, dash = _free_port(), _free_port()
+    start = [
+        "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats",
+    ]
+    subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
+    cluster = RayCluster(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}")
+    try:
+        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
 
 
 def tiny_experiment(name: str, **sections) -> dict:

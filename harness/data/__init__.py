@@ -79,6 +79,11 @@ def build_dataset(
 
 
 from harness.data import context_scenes as _context_scenes  # noqa: E402,F401  (registers itself)
+from harness.data import ade20k as _ade20k  # noqa: E402,F401
+from harness.data import cityscapes as _cityscapes  # noqa: E402,F401
+from harness.data import coco_stuff as _coco_stuff  # noqa: E402,F401  (coco_stuff10k and coco_stuff164k)
+from harness.data import lip as _lip  # noqa: E402,F401
+from harness.data import pascal_context as _pascal_context  # noqa: E402,F401
 
 __all__ = [
     "DataError",

@@ -1,7 +1,13 @@
 """Training and test pipelines on numpy arrays (HxWx3 uint8 image, HxW uint8/int label).
 
 Every random choice draws from a generator seeded by (seed, epoch, sample index), so a
-sample's augmentation does not depend on which loader process reads it.
+sample's augmentation does not depend on which loader process reads it, how many loader
+processes there are, or in which order they ask: nothing here touches a global random state
+(numpy's, torch's or Python's), and the resampling filters are deterministic.
+
+Training order: resize (keep-ratio fit or fixed size, times a random ratio), random crop
+(one-category limit), horizontal flip (with left/right label swaps), rotation, photometric
+distortion, normalisation, padding to the crop size with the ignore index.
 """
 from __future__ import annotations
 
@@ -34,6 +40,19 @@ def resize(image: np.ndarray, label: np.ndarray | None, size: tuple[int, int]):
     return image, label
 
 
+def fixed_size(scale: tuple[int, int], ratio: float = 1.0) -> tuple[int, int]:
+    """Output (h, w) of a resize that ignores the aspect ratio: `scale` = (height, width) times ratio."""
+    return max(1, int(scale[0] * ratio)), max(1, int(scale[1] * ratio))
+
+
+def target_size(shape: tuple[int, int], scale: tuple[int, int], keep_ratio: bool, ratio: float = 1.0):
+    """(h, w) an image of `shape` (h, w) is resized to under a card's scale rules."""
+    if not keep_ratio:
+        return fixed_size(scale, ratio)
+    scaled = (int(max(scale) * ratio), int(min(scale) * ratio))
+    return keep_ratio_size(shape[0], shape[1], scaled)
+
+
 def random_crop(image, label, crop: tuple[int, int], cat_max_ratio: float, ignore_index: int, rng):
     """Random crop; retried up to 10 times while one class covers more than cat_max_ratio."""
     ch, cw = crop
@@ -55,6 +74,37 @@ def random_crop(image, label, crop: tuple[int, int], cat_max_ratio: float, ignor
                 break
             y, x = pick()
     return image[y : y + ch, x : x + cw], label[y : y + ch, x : x + cw]
+
+
+def swap_labels(label: np.ndarray, pairs: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Exchange the ids of each pair (e.g. left arm <-> right arm); other values unchanged."""
+    if not pairs:
+        return label
+    if label.dtype == np.uint8:
+        lut = np.arange(256, dtype=np.uint8)
+        for a, b in pairs:
+            lut[a], lut[b] = b, a
+        return lut[label]
+    out = label.copy()
+    for a, b in pairs:
+        out[label == a] = b
+        out[label == b] = a
+    return out
+
+
+def rotate(image: np.ndarray, label: np.ndarray, degrees: float, ignore_index: int):
+    """Rotate both about the centre, same size: image bilinear with black fill, label nearest with ignore."""
+    image = np.asarray(
+        Image.fromarray(image).rotate(degrees, resample=Image.BILINEAR, expand=False, fillcolor=(0, 0, 0))
+    )
+    if label.dtype == np.uint8 or label.max(initial=0) < 256:
+        lab = Image.fromarray(label.astype(np.uint8, copy=False))
+        label = np.asarray(lab.rotate(degrees, resample=Image.NEAREST, expand=False, fillcolor=ignore_index))
+    else:
+        lab = Image.fromarray(label.astype(np.int32))
+        label = np.asarray(lab.rotate(degrees, resample=Image.NEAREST, expand=False, fillcolor=ignore_index))
+        label = label.astype(np.int64)
+    return image, label
 
 
 def photometric_distortion(image: np.ndarray, rng) -> np.ndarray:
@@ -107,11 +157,13 @@ class TrainPipeline:
         rng = np.random.default_rng([self.seed, epoch, index])
         card = self.card
         ratio = rng.uniform(*card.ratio_range)
-        scale = (int(max(card.base_scale) * ratio), int(min(card.base_scale) * ratio))
-        image, label = resize(image, label, keep_ratio_size(*label.shape, scale))
+        image, label = resize(image, label, target_size(label.shape, card.base_scale, card.keep_ratio, ratio))
         image, label = random_crop(image, label, card.crop_size, card.cat_max_ratio, card.ignore_index, rng)
         if rng.random() < card.flip_prob:
-            image, label = image[:, ::-1], label[:, ::-1]
+            image, label = image[:, ::-1], swap_labels(label[:, ::-1], card.flip_swap)
+        if card.rotate_prob > 0 and rng.random() < card.rotate_prob:
+            degrees = rng.uniform(-card.rotate_degrees, card.rotate_degrees)
+            image, label = rotate(np.ascontiguousarray(image), np.ascontiguousarray(label), degrees, card.ignore_index)
         if card.photometric:
             image = photometric_distortion(image, rng)
         image_t, label_t = to_tensors(image, label)
@@ -124,6 +176,6 @@ class TestPipeline:
 
     def __call__(self, image: np.ndarray, label: np.ndarray, index: int, epoch: int = 0):
         """Resize the image to the test scale; the label keeps its original size."""
-        size = keep_ratio_size(*label.shape, self.card.base_scale)
+        size = target_size(label.shape, self.card.eval_scale, self.card.keep_ratio)
         image, _ = resize(image, None, size)
         return to_tensors(image, label)

@@ -1,0 +1,86 @@
+"""Cluster use: `ray job submit` of an experiment, and a worker killed mid-training."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.config import load_experiment
+from harness.run import main, resolve_cells
+from harness.train import PrintReporter, run_cell
+from tests.conftest import REPO, tiny_experiment
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+JOB_EXCLUDES = ["datasets/", "results/", ".git/", "*.egg-info/", "__pycache__/", ".venv/", "venv/"]
+
+
+def test_ray_job_submit_runs_an_experiment(ray_session, tmp_path):
+    exp = tiny_experiment("job", grid={"idr": [True]})
+    exp["data"]["root"] = str(tmp_path / "datasets")
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    results = tmp_path / "results"
+    command = [
+        "ray", "job", "submit", "--address", ray_session.dashboard, "--working-dir", str(REPO),
+        "--runtime-env-json", json.dumps({"excludes": JOB_EXCLUDES}),
+        "--", "python", "-m", "harness.run", str(path), "--results", str(results),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "succeeded" in done.stdout + done.stderr
+    record = json.loads((results / "job" / "cells" / "fcn+idr_context_scenes_resnet18_s0" / "record.json").read_text())
+    assert record["metrics"]["mIoU"] >= 0
+
+
+def _train_worker_pids() -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if b"RayTrainWorker" in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+    return pids
+
+
+def test_killed_worker_resumes_from_its_checkpoint(ray_session, write_experiment, tmp_path):
+    exp = tiny_experiment(
+        "crash",
+        grid={"idr": [True]},
+        train={"iterations": 120, "batch_size": 4, "log_interval": 5, "checkpoint_interval": 10, "max_failures": 1},
+    )
+    path = write_experiment(exp)
+    results = tmp_path / "results"
+    log = results / "crash" / "cells" / "fcn+idr_context_scenes_resnet18_s0" / "train.log"
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault("code", main([str(path), "--results", str(results)])))
+    runner.start()
+    killed = []
+    deadline = time.monotonic() + 300
+    while runner.is_alive() and not killed and time.monotonic() < deadline:
+        if log.is_file() and "checkpoint at iteration 20" in log.read_text():
+            for pid in _train_worker_pids():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.2)
+    runner.join(timeout=600)
+    assert killed, "the run ended before a worker could be killed"
+    assert outcome["code"] == 0
+    text = log.read_text()
+    assert "resumed from" in text
+    record = json.loads((log.parent / "record.json").read_text())
+    assert record["resumed_from_iteration"] >= 20
+
+    # the same cell uninterrupted, in a plain process, ends with the same metrics
+    cell = resolve_cells(load_experiment(path))[0]
+    uninterrupted = run_cell(cell, PrintReporter(quiet=True))
+    assert record["per_class_iou"] == pytest.approx(uninterrupted["metrics"]["per_class_iou"], nan_ok=True)
