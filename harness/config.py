@@ -34,6 +34,7 @@ def _check_names(values: list[str], allowed: list[str], what: str) -> list[str]:
 
 
 SWEEPABLE_SECTIONS = ("model", "train", "eval")
+CELL_SECTIONS = ("model", "train", "eval", "scaling")
 
 
 class Grid(Strict):
@@ -61,9 +62,9 @@ class Grid(Strict):
     @field_validator("frameworks")
     @classmethod
     def _known_frameworks(cls, v: list[str]) -> list[str]:
-        from models.registry import framework_names
+        from models.registry import all_framework_names
 
-        return _check_names(v, framework_names(), "framework")
+        return _check_names(v, all_framework_names(), "framework")
 
     @field_validator("datasets")
     @classmethod
@@ -113,8 +114,10 @@ class ModelConfig(Strict):
 class TrainConfig(Strict):
     iterations: int = Field(gt=0)
     batch_size: int = Field(default=8, gt=0, description="global batch size over all workers")
-    optimizer: Literal["sgd"] = "sgd"
+    optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(default=0.01, gt=0.0)
+    backbone_lr_mult: float = Field(default=1.0, gt=0.0, description="backbone lr = lr * this (Mask2Former: 0.1)")
+    warmup_iterations: int = Field(default=0, ge=0, description="linear warm-up from lr * 1e-6 (harness/optim.py)")
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=5e-4, ge=0.0)
     poly_power: float = Field(default=0.9, ge=0.0)
@@ -173,6 +176,22 @@ class DataConfig(Strict):
         return v
 
 
+class Override(Strict):
+    """Settings for the cells that match: e.g. match {framework: fcn, dataset: ade20k},
+    set {model.feats_channels: 1024}. Applied in file order, before any sweep."""
+
+    match: dict[Literal["framework", "dataset", "idr", "seed"], Any] = Field(default_factory=dict)
+    set: dict[str, Any] = Field(min_length=1)
+
+    @field_validator("set")
+    @classmethod
+    def _settable(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for path in v:
+            if path.split(".", 1)[0] not in CELL_SECTIONS or "." not in path:
+                raise ValueError(f"cannot set {path!r}; allowed: keys under {', '.join(CELL_SECTIONS)}")
+        return v
+
+
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -182,6 +201,7 @@ class Experiment(Strict):
     eval: EvalConfig = EvalConfig()
     scaling: ScalingConfig = ScalingConfig()
     data: DataConfig = DataConfig()
+    overrides: list[Override] = Field(default_factory=list, description="per-framework/dataset settings")
 
 
 class Cell(Strict):
@@ -207,16 +227,39 @@ class Cell(Strict):
         return f"{variant}_{self.dataset}_{self.model.backbone}_s{self.seed}{swept}"
 
 
-def _swept_sections(exp: Experiment, assignment: dict[str, Any]) -> dict[str, Any]:
-    """The model/train/eval sections with the swept values set (validated again)."""
-    raw = {name: getattr(exp, name).model_dump() for name in SWEEPABLE_SECTIONS}
+def _set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    node = raw
+    *parents, leaf = path.split(".")
+    for key in parents:
+        node = node[key]
+    if leaf not in node:
+        raise KeyError(path)
+    node[leaf] = value
+
+
+def _cell_sections(exp: Experiment, keys: dict[str, Any], assignment: dict[str, Any]) -> dict[str, Any]:
+    """model/train/eval/scaling of one cell: matching overrides, then swept values; validated."""
+    raw = {name: getattr(exp, name).model_dump() for name in CELL_SECTIONS}
+    for index, override in enumerate(exp.overrides):
+        if all(keys[k] == v for k, v in override.match.items()):
+            for path, value in override.set.items():
+                try:
+                    _set_path(raw, path, value)
+                except KeyError:
+                    raise KeyError(f"overrides.{index}.set: {path!r}") from None
     for path, value in assignment.items():
-        node = raw
-        *parents, leaf = path.split(".")
-        for key in parents:
-            node = node[key]
-        node[leaf] = value
-    return {name: type(getattr(exp, name)).model_validate(raw[name]) for name in SWEEPABLE_SECTIONS}
+        try:
+            _set_path(raw, path, value)
+        except KeyError:
+            raise KeyError(f"grid.sweep: {path!r}") from None
+    sections = {}
+    for name in CELL_SECTIONS:
+        try:
+            sections[name] = type(getattr(exp, name)).model_validate(raw[name])
+        except ValidationError as err:
+            where = f"cell {keys['framework']}/{keys['dataset']}: {name}"
+            raise ValueError(format_validation_error(where, err).replace(f"{where}: ", f"{where}.", 1)) from None
+    return sections
 
 
 def expand_cells(exp: Experiment) -> list[Cell]:
@@ -227,7 +270,8 @@ def expand_cells(exp: Experiment) -> list[Cell]:
     for framework, dataset, seed, assignment, idr in itertools.product(
         exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, assignments, exp.grid.idr
     ):
-        sections = _swept_sections(exp, assignment)
+        keys = {"framework": framework, "dataset": dataset, "idr": idr, "seed": seed}
+        sections = _cell_sections(exp, keys, assignment)
         cells.append(
             Cell(
                 experiment=exp.name,
@@ -235,7 +279,6 @@ def expand_cells(exp: Experiment) -> list[Cell]:
                 dataset=dataset,
                 idr=idr,
                 seed=seed,
-                scaling=exp.scaling,
                 data_root=exp.data.root,
                 data_options=exp.data.options.get(dataset, {}),
                 sweep=assignment,
@@ -323,4 +366,6 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     except ValidationError as err:
         raise ConfigError(format_validation_error(source, err)) from None
     except KeyError as err:
-        raise ConfigError(f"{source}: grid.sweep: {err.args[0]!r} is not a key of its section") from None
+        raise ConfigError(f"{source}: {err.args[0]} is not a key of its section") from None
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None

@@ -48,45 +48,55 @@ def select_cells(cells: list[Cell], patterns: list[str], source: str) -> list[Ce
     return chosen
 
 
-def check_plan(exp: Experiment, source: str) -> None:
-    """Checks that need more than the schema; raise ConfigError with one line."""
-    if exp.train.batch_size % exp.scaling.num_workers:
-        raise ConfigError(
-            f"{source}: train.batch_size: {exp.train.batch_size} is not divisible by "
-            f"scaling.num_workers {exp.scaling.num_workers}"
-        )
-    try:
-        resolve_pretrained(exp.model.backbone, exp.model.pretrained)
-    except PretrainedWeightsError as err:
-        raise ConfigError(f"{source}: {err}") from None
+def check_plan(cells: list[Cell], source: str) -> None:
+    """Checks of the cells that need more than the schema; raise ConfigError with one line."""
+    for cell in cells:
+        if cell.train.batch_size % cell.scaling.num_workers:
+            raise ConfigError(
+                f"{source}: train.batch_size: {cell.train.batch_size} is not divisible by "
+                f"scaling.num_workers {cell.scaling.num_workers} (cell {cell.cell_id})"
+            )
+
+
+def check_weights(cells: list[Cell], source: str) -> None:
+    for backbone, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in cells}, key=str):
+        try:
+            resolve_pretrained(backbone, pretrained)
+        except PretrainedWeightsError as err:
+            raise ConfigError(f"{source}: {err}") from None
 
 
 def check_datasets(cells: list[Cell]) -> None:
-    """Open every dataset split the plan needs (generating the synthetic one); raise DataError."""
+    """Open every dataset split the plan needs (generating the synthetic one).
+
+    Raises one DataError listing every dataset that is missing or broken, one line each.
+    """
+    problems: dict[str, str] = {}
     seen = set()
     for cell in cells:
         for split, train in (("train", True), (cell.eval.split, False)):
             key = (cell.dataset, split, repr(sorted(cell.data_options.items())))
-            if key in seen:
+            if key in seen or cell.dataset in problems:
                 continue
             seen.add(key)
-            dataset = build_dataset(cell.dataset, cell.data_root, split, cell.data_options, train=train)
-            dataset.load(0)
+            try:
+                build_dataset(cell.dataset, cell.data_root, split, cell.data_options, train=train).load(0)
+            except DataError as err:
+                problems[cell.dataset] = str(err)
+    if problems:
+        raise DataError("\n".join(f"{name}: {text}" for name, text in problems.items()))
 
 
 def print_plan(exp: Experiment, cells: list[Cell]) -> None:
-    s = exp.scaling
-    print(f"experiment {exp.name}: {len(cells)} cells")
-    print(
-        f"resources per cell: {s.num_workers} worker(s) x {s.cpus_per_worker:g} CPU"
-        + (" + 1 GPU" if s.use_gpu else "")
-        + f"; up to {s.max_concurrent_cells} cell(s) at once"
-    )
-    print(f"{'cell':48} {'framework':10} {'IDR':4} {'dataset':16} {'backbone':14} {'seed':>4} {'iters':>7} {'batch':>5}")
+    print(f"experiment {exp.name}: {len(cells)} cells, up to {exp.scaling.max_concurrent_cells} at once")
+    header = f"{'cell':48} {'framework':10} {'IDR':4} {'dataset':16} {'backbone':14} {'seed':>4} {'iters':>7} {'batch':>5}"
+    print(header + f" {'resources per cell':>26}")
     for c in cells:
+        s = c.scaling
+        resources = f"{s.num_workers} worker(s) x {s.cpus_per_worker:g} CPU" + (" + 1 GPU" if s.use_gpu else "")
         print(
             f"{c.cell_id:48} {c.framework:10} {'yes' if c.idr else 'no':4} {c.dataset:16} {c.model.backbone:14} "
-            f"{c.seed:>4} {c.train.iterations:>7} {c.train.batch_size:>5}"
+            f"{c.seed:>4} {c.train.iterations:>7} {c.train.batch_size:>5} {resources:>26}"
         )
 
 
@@ -106,14 +116,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         exp = load_experiment(args.experiment, args.overrides)
-        check_plan(exp, args.experiment)
         cells = select_cells(resolve_cells(exp), args.only, args.experiment)
+        check_plan(cells, args.experiment)
         if args.dry_run:
             print_plan(exp, cells)
             return 0
-        check_datasets(cells)
+        problems = []
+        for check in (lambda: check_weights(cells, args.experiment), lambda: check_datasets(cells)):
+            try:
+                check()
+            except (ConfigError, DataError) as err:
+                problems.append(str(err))
+        if problems:
+            raise ConfigError("\n".join(problems))
     except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        for line in str(err).splitlines():
+            print(f"error: {line}", file=sys.stderr)
         return 2
 
     from rich.console import Console

@@ -85,17 +85,33 @@ def test_batch_not_divisible_by_workers(write_experiment, tmp_path, capsys):
     assert "train.batch_size: 4 is not divisible by scaling.num_workers 3" in capsys.readouterr().err
 
 
-def test_missing_pretrained_file(write_experiment, capsys):
+def test_missing_pretrained_file(write_experiment, capsys, tmp_path):
     path = write_experiment(tiny_experiment("t", model={"backbone": "resnet18", "pretrained": "/nowhere/r18.pth"}))
-    assert main([str(path), "--dry-run"]) == 2
-    assert "model.pretrained: /nowhere/r18.pth does not exist" in capsys.readouterr().err
+    assert main([str(path), "--dry-run"]) == 0  # the plan does not need the weights
+    capsys.readouterr()
+    assert main([str(path), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.pretrained: /nowhere/r18.pth does not exist" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_datasets_are_each_named_with_their_prepare_command(write_experiment, capsys, tmp_path):
+    path = write_experiment(tiny_experiment("t", grid={"datasets": ["ade20k", "cityscapes", "context_scenes"]}))
+    assert main([str(path), "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main([str(path), "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "ade20k:" in err and "python -m harness.prepare ade20k" in err
+    assert "cityscapes:" in err and "python -m harness.prepare cityscapes" in err
+    assert "context_scenes:" not in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_dry_run_prints_every_cell(write_experiment, capsys, tmp_path):
     path = write_experiment(tiny_experiment("t", grid={"seeds": [0, 1, 2]}))
     assert main([str(path), "--dry-run", "--results", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
-    assert "6 cells" in out and "1 worker(s) x 1 CPU" in out
+    assert "6 cells" in out and out.count("1 worker(s) x 1 CPU") == 6
     assert out.count("context_scenes") >= 6 and "fcn+idr_context_scenes_resnet18_s2" in out
     assert not (tmp_path / "r").exists()
 
@@ -119,9 +135,9 @@ def test_sweep_expands_cells_and_validates_values(write_experiment):
     assert [c.train.lr for c in cells] == [0.01, 0.02]
     with pytest.raises(ConfigError, match="cannot sweep 'scaling.num_workers'"):
         load_experiment(write_experiment(tiny_experiment("t", grid={"sweep": {"scaling.num_workers": [1, 2]}})))
-    with pytest.raises(ConfigError, match="lr"):
+    with pytest.raises(ConfigError, match=r"cell fcn/context_scenes: train.lr: Input should be a valid number"):
         load_experiment(write_experiment(tiny_experiment("t", grid={"sweep": {"train.lr": ["fast"]}})))
-    with pytest.raises(ConfigError, match="grid.sweep: 'nope'"):
+    with pytest.raises(ConfigError, match=r"grid.sweep: 'train.nope.x' is not a key"):
         load_experiment(write_experiment(tiny_experiment("t", grid={"sweep": {"train.nope.x": [1]}})))
 
 
@@ -132,3 +148,32 @@ def test_only_selects_cells_by_pattern(write_experiment, capsys):
     assert "1 cells" in out and "fcn+idr_context_scenes_resnet18_s1" in out
     assert main([str(path), "--dry-run", "--only", "pspnet*"]) == 2
     assert "--only pspnet* matches none of the 4 cells" in capsys.readouterr().err
+
+
+def test_overrides_apply_to_matching_cells(write_experiment):
+    overrides = [
+        {"match": {"idr": True}, "set": {"model.feats_channels": 32, "train.lr": 0.05}},
+        {"match": {"framework": "fcn", "seed": 1}, "set": {"scaling.num_workers": 2}},
+    ]
+    exp = load_experiment(write_experiment(tiny_experiment("t", grid={"seeds": [0, 1]}, overrides=overrides)))
+    by_id = {c.cell_id: c for c in expand_cells(exp)}
+    assert by_id["fcn_context_scenes_resnet18_s0"].model.feats_channels == 16
+    assert by_id["fcn+idr_context_scenes_resnet18_s0"].model.feats_channels == 32
+    assert by_id["fcn+idr_context_scenes_resnet18_s0"].train.lr == 0.05
+    assert by_id["fcn_context_scenes_resnet18_s1"].scaling.num_workers == 2
+    assert by_id["fcn_context_scenes_resnet18_s0"].scaling.num_workers == 1
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"match": {"dataset": "context_scenes"}, "set": {"train.lrr": 1}}, "overrides.0.set: 'train.lrr' is not a key"),
+        ({"match": {"datset": "x"}, "set": {"train.lr": 1}}, "overrides.0.match.datset"),
+        ({"set": {"data.root": "x"}}, "cannot set 'data.root'"),
+        ({"set": {"model.dropout": 2.0}}, "cell fcn/context_scenes: model.dropout: Input should be less than 1"),
+    ],
+)
+def test_bad_overrides(write_experiment, override, expected):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(write_experiment(tiny_experiment("t", overrides=[override])))
+    assert expected in str(info.value)
