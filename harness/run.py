@@ -84,7 +84,7 @@ def check_datasets(cells: list[Cell]) -> None:
             except DataError as err:
                 problems[cell.dataset] = str(err)
     if problems:
-        raise DataError("\n".join(f"{name}: {text}" for name, text in problems.items()))
+        raise DataError("\n".join(text if text.startswith(name) else f"{name}: {text}" for name, text in problems.items()))
 
 
 def print_plan(exp: Experiment, cells: list[Cell]) -> None:
