@@ -19,6 +19,8 @@ FLOPs
     complexity tools, so "GFLOPs" here are giga multiply-adds. Operators fvcore has no formula
     for are *not counted*; they are listed as "unsupported ops" with their call counts (typically
     element-wise ops such as residual additions and IDR's scatter / gather / softmax steps).
+    ``aten::baddbmm`` (the masked cross-attention scores of Mask2Former's decoder, through
+    ``nn.MultiheadAttention``) is counted as the batched matmul it contains.
     The breakdown is over the top-level children of the segmentor.
 
 Latency (``--latency``)
@@ -73,6 +75,16 @@ def count_params(model: nn.Module) -> dict:
     }
 
 
+def _baddbmm_flops(inputs, outputs) -> int:
+    """aten::baddbmm(input, batch1 [b,n,m], batch2 [b,m,p], ...): b*n*m*p multiply-adds (as bmm;
+    the added `input`, e.g. nn.MultiheadAttention's attention mask, is not counted, as for addmm)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    b, n, m = get_shape(inputs[1])
+    p = get_shape(inputs[2])[-1]
+    return b * n * m * p
+
+
 def count_flops(model: nn.Module, input_size: tuple[int, int]) -> dict:
     """fvcore FLOPs (1 multiply-add = 1 flop) of one forward in eval mode on a random [1,3,H,W].
 
@@ -92,7 +104,7 @@ def count_flops(model: nn.Module, input_size: tuple[int, int]) -> dict:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation warnings of torch.jit
-            analysis = FlopCountAnalysis(model, (image,))
+            analysis = FlopCountAnalysis(model, (image,)).set_op_handle("aten::baddbmm", _baddbmm_flops)
             analysis.unsupported_ops_warnings(False)
             analysis.uncalled_modules_warnings(False)
             analysis.tracer_warnings("none")
@@ -197,6 +209,7 @@ def environment(device: str | None = None) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "timm": _version("timm"),
+        "transformers": _version("transformers"),
         "fvcore": _version("fvcore"),
         "platform": platform.platform(),
     }
@@ -381,10 +394,10 @@ def _validate(args: argparse.Namespace):
     from pydantic import ValidationError
 
     from harness.config import ModelConfig
-    from models.registry import framework_names
+    from models.registry import all_framework_names, check_backbone
 
-    if args.framework not in framework_names():
-        raise UsageError(f"--framework: unknown {args.framework!r}; allowed: {', '.join(framework_names())}")
+    if args.framework not in all_framework_names():
+        raise UsageError(f"--framework: unknown {args.framework!r}; allowed: {', '.join(all_framework_names())}")
     idr_modes = {"on": [True], "off": [False], "both": [False, True]}
     if args.idr not in idr_modes:
         raise UsageError(f"--idr: unknown {args.idr!r}; allowed: on, off, both")
@@ -423,6 +436,10 @@ def _validate(args: argparse.Namespace):
         msg = first["msg"].removeprefix("Value error, ")
         got = fields.get(str(first["loc"][0]))
         raise UsageError(f"{flag}: {msg}" + ("" if repr(got) in msg else f" (got {got!r})")) from None
+    try:
+        check_backbone(args.framework, cfg.backbone)
+    except ValueError as err:
+        raise UsageError(f"--backbone: {err}") from None
     return idr_modes[args.idr], sizes, cfg, device
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
 from harness.data import DataError, build_dataset
-from models.backbones import PretrainedWeightsError, resolve_pretrained
+from models.backbones import PretrainedWeightsError
+from models.registry import check_backbone, resolve_weights
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,6 +52,10 @@ def select_cells(cells: list[Cell], patterns: list[str], source: str) -> list[Ce
 def check_plan(cells: list[Cell], source: str) -> None:
     """Checks of the cells that need more than the schema; raise ConfigError with one line."""
     for cell in cells:
+        try:
+            check_backbone(cell.framework, cell.model.backbone)
+        except ValueError as err:
+            raise ConfigError(f"{source}: model.backbone: {err}") from None
         if cell.train.batch_size % cell.scaling.num_workers:
             raise ConfigError(
                 f"{source}: train.batch_size: {cell.train.batch_size} is not divisible by "
@@ -59,9 +64,10 @@ def check_plan(cells: list[Cell], source: str) -> None:
 
 
 def check_weights(cells: list[Cell], source: str) -> None:
-    for backbone, pretrained in sorted({(c.model.backbone, c.model.pretrained) for c in cells}, key=str):
+    needed = {(c.framework, c.model.backbone, c.model.pretrained) for c in cells}
+    for framework, backbone, pretrained in sorted(needed, key=str):
         try:
-            resolve_pretrained(backbone, pretrained)
+            resolve_weights(framework, backbone, pretrained)
         except PretrainedWeightsError as err:
             raise ConfigError(f"{source}: {err}") from None
 

@@ -29,6 +29,7 @@ from harness.config import Cell
 from harness.data import SegmentationDataset, build_dataset
 from harness.evaluate import evaluate
 from harness.measure import count_flops
+from harness.optim import build_optimizer, lr_at
 from models import build_segmentor
 
 MODEL_FILE = "model.pt"
@@ -217,9 +218,7 @@ def run_cell(
     )
     if len(sampler) < per_rank_batch:
         raise ValueError(f"{cell.dataset}: {len(train_set)} training images give no batch of {per_rank_batch}")
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=cell.train.lr, momentum=cell.train.momentum, weight_decay=cell.train.weight_decay
-    )
+    optimizer = build_optimizer(net, cell.train)
     start_iteration = 0
     resume_from = reporter.restore()
     if resume_from is not None:
@@ -239,9 +238,9 @@ def run_cell(
     running: dict[str, float] = {}
     steps_since_log = 0
     for iteration in range(start_iteration, total):
-        lr = poly_lr(cell.train.lr, iteration, total, cell.train.poly_power, cell.train.min_lr)
+        lr = lr_at(iteration, cell.train)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_mult"]
         images, labels = next(batches)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         losses = model(images, labels)

@@ -77,7 +77,74 @@ def _average_across_ranks(*tensors: torch.Tensor) -> None:
             t.div_(dist.get_world_size())
 
 
-class IDRHead(nn.Module):
+class IDRCore:
+    """The framework-independent part of IDR, as a mixin for an `nn.Module`.
+
+    It owns the four buffers (registered by :meth:`register_idr_buffers`) and steps 2-6, 8 (the
+    relation update, once a framework has produced the anchor and the deleted stage-2
+    predictions) and 9. The module using it must set `refiner` (a :class:`SelfAttentionBlock`
+    from 6C to C channels), `relation_momentum`, `reps_momentum` and `ignore_index`.
+    :class:`IDRHead` is one user; :class:`models.mask2former.Mask2FormerIDR` is another.
+    """
+
+    def register_idr_buffers(self, num_classes: int, channels: int) -> None:
+        k, c = num_classes, channels
+        self.register_buffer("relations_mean", torch.eye(k))
+        self.register_buffer("relations_var", torch.eye(k))
+        self.register_buffer("pick_counts", torch.full((k,), 1e-6))
+        self.register_buffer("dataset_reps", torch.zeros(k, c))
+
+    def enhance(
+        self, feats: torch.Tensor, stage1: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 2-3: F+ = [F, D[pseudo label]], then the semantic-level representations.
+
+        Returns feats_plus [B,2C,h,w], reps [B,K,2C] and present [B,K].
+        """
+        pseudo = stage1.argmax(1)
+        reps_of_pixels = F.embedding(pseudo, self.dataset_reps.to(feats.dtype)).permute(0, 3, 1, 2)
+        feats_plus = torch.cat([feats, reps_of_pixels], dim=1)
+        reps, present = group_by_class(feats_plus, stage1)
+        return feats_plus, reps, present
+
+    def id_context(
+        self, feats_plus: torch.Tensor, reps: torch.Tensor, present: torch.Tensor, stage1: torch.Tensor
+    ) -> torch.Tensor:
+        """Steps 4-6: relation-guided interaction, back to pixels, self-attention refinement."""
+        ctx_mean = scatter_to_pixels(relation_context(reps, present, self.relations_mean, True), stage1)
+        ctx_var = scatter_to_pixels(relation_context(reps, present, self.relations_var, False), stage1)
+        joint = torch.cat([feats_plus, ctx_mean, ctx_var], dim=1)
+        return self.refiner(joint, joint)
+
+    def record_deletion(
+        self, anchor: torch.Tensor, deleted_pred: torch.Tensor, deleted: torch.Tensor, target: torch.Tensor
+    ) -> None:
+        """Step 8's update: stage-2 logits without / with class deleted[b] deleted -> Rmu, Rsigma.
+
+        Both predictions are upsampled bilinearly to the label size first; the relations are then
+        averaged across ranks, with the pick counters.
+        """
+        size = target.shape[-2:]
+        anchor = F.interpolate(anchor, size=size, mode="bilinear", align_corners=False)
+        deleted_pred = F.interpolate(deleted_pred, size=size, mode="bilinear", align_corners=False)
+        mean_diff, var_diff, mean_valid, var_valid = deletion_effect(
+            anchor.float(), deleted_pred.float(), target, self.ignore_index
+        )
+        m = self.relation_momentum
+        self.relations_mean.copy_(update_relations(self.relations_mean, deleted, mean_diff, mean_valid, m))
+        self.relations_var.copy_(update_relations(self.relations_var, deleted, var_diff, var_valid, m))
+        _average_across_ranks(self.relations_mean, self.relations_var, self.pick_counts)
+
+    def update_dataset_reps(self, feats: torch.Tensor, target: torch.Tensor) -> None:
+        """Step 9: momentum update of the dataset-level class representations."""
+        means, present = class_means(feats.float(), target, self.dataset_reps.shape[0], self.ignore_index)
+        m = self.reps_momentum
+        updated = m * means + (1.0 - m) * self.dataset_reps
+        self.dataset_reps.copy_(torch.where(present.unsqueeze(1), updated, self.dataset_reps))
+        _average_across_ranks(self.dataset_reps)
+
+
+class IDRHead(IDRCore, nn.Module):
     main_output = "stage2"
 
     def __init__(
@@ -102,19 +169,7 @@ class IDRHead(nn.Module):
         self.relation_momentum = relation_momentum
         self.reps_momentum = reps_momentum
         self.ignore_index = ignore_index
-        self.register_buffer("relations_mean", torch.eye(k))
-        self.register_buffer("relations_var", torch.eye(k))
-        self.register_buffer("pick_counts", torch.full((k,), 1e-6))
-        self.register_buffer("dataset_reps", torch.zeros(k, c))
-
-    def id_context(
-        self, feats_plus: torch.Tensor, reps: torch.Tensor, present: torch.Tensor, stage1: torch.Tensor
-    ) -> torch.Tensor:
-        """Steps 4-6: relation-guided interaction, back to pixels, self-attention refinement."""
-        ctx_mean = scatter_to_pixels(relation_context(reps, present, self.relations_mean, True), stage1)
-        ctx_var = scatter_to_pixels(relation_context(reps, present, self.relations_var, False), stage1)
-        joint = torch.cat([feats_plus, ctx_mean, ctx_var], dim=1)
-        return self.refiner(joint, joint)
+        self.register_idr_buffers(k, c)
 
     def forward(self, pyramid: list[torch.Tensor], target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feats = self.bottleneck(pyramid[-1])
@@ -123,10 +178,7 @@ class IDRHead(nn.Module):
         if stage1.shape[2:] != feats.shape[2:]:
             stage1 = F.interpolate(stage1, size=feats.shape[2:], mode="bilinear", align_corners=False)
         coarse = self.wiring.refine(coarse)
-        pseudo = stage1.argmax(1)
-        reps_of_pixels = F.embedding(pseudo, self.dataset_reps.to(feats.dtype)).permute(0, 3, 1, 2)
-        feats_plus = torch.cat([feats, reps_of_pixels], dim=1)
-        reps, present = group_by_class(feats_plus, stage1)
+        feats_plus, reps, present = self.enhance(feats, stage1)
         id_context = self.id_context(feats_plus, reps, present, stage1)
         extra = self.wiring.stage2_context(coarse, pyramid)
         rng_before_stage2 = _rng_state(feats.device)
@@ -152,24 +204,7 @@ class IDRHead(nn.Module):
         with torch.random.fork_rng(devices=[feats.device] if feats.device.type == "cuda" else []):
             _set_rng_state(rng_before_stage2, feats.device)
             stage2_deleted = self.stage2(stage2_in)
-        size = target.shape[-2:]
-        anchor = F.interpolate(stage2, size=size, mode="bilinear", align_corners=False)
-        deleted_logits = F.interpolate(stage2_deleted, size=size, mode="bilinear", align_corners=False)
-        mean_diff, var_diff, mean_valid, var_valid = deletion_effect(
-            anchor.float(), deleted_logits.float(), target, self.ignore_index
-        )
-        m = self.relation_momentum
-        self.relations_mean.copy_(update_relations(self.relations_mean, deleted, mean_diff, mean_valid, m))
-        self.relations_var.copy_(update_relations(self.relations_var, deleted, var_diff, var_valid, m))
-        _average_across_ranks(self.relations_mean, self.relations_var, self.pick_counts)
-
-    def update_dataset_reps(self, feats: torch.Tensor, target: torch.Tensor) -> None:
-        """Step 9: momentum update of the dataset-level class representations."""
-        means, present = class_means(feats.float(), target, self.dataset_reps.shape[0], self.ignore_index)
-        m = self.reps_momentum
-        updated = m * means + (1.0 - m) * self.dataset_reps
-        self.dataset_reps.copy_(torch.where(present.unsqueeze(1), updated, self.dataset_reps))
-        _average_across_ranks(self.dataset_reps)
+        self.record_deletion(stage2, stage2_deleted, deleted, target)
 
 
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:

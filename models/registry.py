@@ -2,6 +2,9 @@
 
 To add a framework, write `models/<name>.py` with a head returning a dict of logit maps
 (and naming its main output), plus a wiring object for IDR, then register both here.
+A framework that builds its whole segmentor itself (Mask2Former, on transformers backbones)
+registers a hook in `STANDALONE` instead; `framework_names()` stays the paper's table of heads,
+`all_framework_names()` lists both.
 """
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ from typing import Callable
 
 import torch.nn as nn
 
-from models.backbones import build_backbone
+from models.backbones import build_backbone, resolve_pretrained
 from models.context import aspp_dilations
 from models.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.fcn import FCNHead, FCNWiring
@@ -59,15 +62,70 @@ FRAMEWORKS: dict[str, Framework] = {
 }
 
 
+def _build_mask2former(idr: bool, num_classes: int, cfg, ignore_index: int) -> nn.Module:
+    from models.mask2former import build_mask2former  # imports transformers: only when asked for
+
+    return build_mask2former(idr, num_classes, cfg, ignore_index)
+
+
+def _mask2former_backbone(name: str) -> None:
+    from models.mask2former import backbone_spec
+
+    backbone_spec(name)
+
+
+def _mask2former_weights(name: str, pretrained: str | None):
+    from models.mask2former import resolve_backbone_weights
+
+    return resolve_backbone_weights(name, pretrained)
+
+
+@dataclass(frozen=True)
+class StandaloneFramework:
+    """A framework that builds its whole segmentor (own backbone family, no generic head / aux)."""
+
+    build: Callable[..., nn.Module]  # (idr, num_classes, cfg, ignore_index) -> segmentor
+    check_backbone: Callable[[str], None]  # raises ValueError (one line) for a backbone it cannot build
+    resolve_weights: Callable[[str, str | None], object]  # local weights file; PretrainedWeightsError if missing
+
+
+#: Frameworks beyond the paper's table of heads, built by their own hook.
+STANDALONE: dict[str, StandaloneFramework] = {
+    "mask2former": StandaloneFramework(
+        build=_build_mask2former, check_backbone=_mask2former_backbone, resolve_weights=_mask2former_weights
+    ),
+}
+
+
 def framework_names() -> list[str]:
     """Registered frameworks in registration order (the paper's table order, FCN first)."""
     return list(FRAMEWORKS)
 
 
+def all_framework_names() -> list[str]:
+    """Every buildable framework: :func:`framework_names`, then the standalone ones (mask2former)."""
+    return list(FRAMEWORKS) + list(STANDALONE)
+
+
+def check_backbone(framework: str, backbone: str) -> None:
+    """ValueError with a one-line reason if `framework` cannot be built on `backbone`."""
+    if framework in STANDALONE:
+        STANDALONE[framework].check_backbone(backbone)
+
+
+def resolve_weights(framework: str, backbone: str, pretrained: str | None):
+    """The local weights file `pretrained` stands for (never downloads); PretrainedWeightsError if missing."""
+    if framework in STANDALONE:
+        return STANDALONE[framework].resolve_weights(backbone, pretrained)
+    return resolve_pretrained(backbone, pretrained)
+
+
 def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int = 255) -> Segmentor:
     """The model of one cell. `cfg` is a `harness.config.ModelConfig`."""
+    if framework in STANDALONE:
+        return STANDALONE[framework].build(idr, num_classes, cfg, ignore_index)
     if framework not in FRAMEWORKS:
-        raise KeyError(f"unknown framework {framework!r}; allowed: {', '.join(framework_names())}")
+        raise KeyError(f"unknown framework {framework!r}; allowed: {', '.join(all_framework_names())}")
     spec = FRAMEWORKS[framework]
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride)
     chans = backbone.channels
