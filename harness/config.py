@@ -125,6 +125,9 @@ class TrainConfig(Strict):
     log_interval: int = Field(default=10, gt=0)
     loader_workers: int = Field(default=0, ge=0, description="DataLoader processes per training worker")
     torch_threads: int = Field(default=0, ge=0, description="intra-op threads per worker; 0 = CPUs given to it")
+    accumulation_steps: int = Field(default=1, gt=0, description="micro-batches per step (keeps batch_size on fewer GPUs)")
+    amp: Literal["off", "bf16", "fp16"] = Field(default="off", description="mixed precision (fp16 needs GPUs)")
+    clip_grad_norm: float | None = Field(default=None, gt=0.0, description="clip the global gradient norm")
     checkpoint_interval: int = Field(default=0, ge=0, description="iterations between checkpoints; 0 = none")
     max_failures: int = Field(default=0, ge=0, description="worker failures retried from the last checkpoint")
 

@@ -8,6 +8,7 @@ travel through the hub.)
 """
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -111,6 +112,17 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
     )
 
 
+FINAL_MODEL = "model.pt"
+
+
+def save_final_model(path: Path, state: dict, iteration: int) -> None:
+    """The trained weights and IDR buffers beside the record (loads with weights_only=True)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save({"iteration": iteration, "model": state}, partial)
+    os.replace(partial, path)
+
+
 def _short_error(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     causes = [line for line in lines if "Error" in line or "error" in line]
@@ -165,7 +177,9 @@ def run_cells(
         if cell_id not in payloads:
             board.finish(cell_id, None, status="failed", error="no result reported")
             return
-        record = build_record(cell, payloads[cell_id], wall)
+        payload = dict(payloads[cell_id])
+        save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, payload.pop("final_state"), cell.train.iterations)
+        record = build_record(cell, payload, wall)
         write_record(results_dir, cell, record)
         records[cell_id] = record
         log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")

@@ -91,6 +91,7 @@ def build_record(cell: Cell, payload: dict, wall_time_s: float) -> dict:
         "eval_time_s": payload["eval_time_s"],
         "iterations_per_s": payload["iterations_per_s"],
         "resumed_from_iteration": payload.get("resumed_from_iteration", 0),
+        "model_file": "model.pt",
         "world_size": payload["world_size"],
         "device": payload["device"],
         "versions": library_versions(),

@@ -56,11 +56,15 @@ def check_plan(cells: list[Cell], source: str) -> None:
             check_backbone(cell.framework, cell.model.backbone)
         except ValueError as err:
             raise ConfigError(f"{source}: model.backbone: {err}") from None
-        if cell.train.batch_size % cell.scaling.num_workers:
+        parts = cell.scaling.num_workers * cell.train.accumulation_steps
+        if cell.train.batch_size % parts:
             raise ConfigError(
                 f"{source}: train.batch_size: {cell.train.batch_size} is not divisible by "
-                f"scaling.num_workers {cell.scaling.num_workers} (cell {cell.cell_id})"
+                f"scaling.num_workers {cell.scaling.num_workers} x train.accumulation_steps "
+                f"{cell.train.accumulation_steps} (cell {cell.cell_id})"
             )
+        if cell.train.amp == "fp16" and not cell.scaling.use_gpu:
+            raise ConfigError(f"{source}: train.amp: fp16 needs scaling.use_gpu: true; use bf16 on CPU")
 
 
 def check_weights(cells: list[Cell], source: str) -> None:

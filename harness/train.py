@@ -12,6 +12,7 @@ resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -121,18 +122,25 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer, iteration: int, rank: int) -> None:
+def save_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, iteration: int, rank: int) -> None:
     if rank == 0:
-        torch.save({"iteration": iteration, "model": model.state_dict(), "optimizer": optimizer.state_dict()},
-                   directory / MODEL_FILE)
+        state = {
+            "iteration": iteration,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scaler": scaler.state_dict(),
+        }
+        torch.save(state, directory / MODEL_FILE)
     torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
 
 
-def load_checkpoint(directory: Path, model: nn.Module, optimizer, rank: int, log) -> int:
-    """Restore model, optimiser and this rank's generators; returns the iteration reached."""
+def load_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, rank: int, log) -> int:
+    """Restore model, optimiser, loss scaler and this rank's generators; returns the iteration reached."""
     state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     rng_file = directory / f"rng_rank{rank}.pt"
     if rng_file.is_file():
         set_rng_state(torch.load(rng_file, weights_only=True))
@@ -195,9 +203,12 @@ def run_cell(
 
     threads = cell.train.torch_threads or max(1, int(cell.scaling.cpus_per_worker))
     torch.set_num_threads(threads)
-    if cell.train.batch_size % world_size:
-        raise ValueError(f"train.batch_size {cell.train.batch_size} is not divisible by {world_size} workers")
-    per_rank_batch = cell.train.batch_size // world_size
+    accumulation = cell.train.accumulation_steps
+    if cell.train.batch_size % (world_size * accumulation):
+        raise ValueError(
+            f"train.batch_size {cell.train.batch_size} is not divisible by {world_size} workers x {accumulation} micro-batches"
+        )
+    per_rank_batch = cell.train.batch_size // (world_size * accumulation)
 
     seed_everything(cell.seed)
     train_set = build_dataset(cell.dataset, cell.data_root, "train", cell.data_options, train=True, seed=cell.seed)
@@ -219,10 +230,11 @@ def run_cell(
     if len(sampler) < per_rank_batch:
         raise ValueError(f"{cell.dataset}: {len(train_set)} training images give no batch of {per_rank_batch}")
     optimizer = build_optimizer(net, cell.train)
+    scaler = torch.amp.GradScaler(device.type, enabled=cell.train.amp == "fp16")
     start_iteration = 0
     resume_from = reporter.restore()
     if resume_from is not None:
-        start_iteration = load_checkpoint(resume_from, net, optimizer, rank, log)
+        start_iteration = load_checkpoint(resume_from, net, optimizer, scaler, rank, log)
         log(f"resumed from {resume_from} at iteration {start_iteration}")
     log(
         f"start: {cell.framework}{' + IDR' if cell.idr else ''} on {cell.dataset}, backbone {cell.model.backbone}, "
@@ -232,7 +244,8 @@ def run_cell(
 
     total = cell.train.iterations
     loader_kwargs = {"num_workers": cell.train.loader_workers, "pin_memory": device.type == "cuda"}
-    batches = _batches(train_set, sampler, per_rank_batch, start_iteration, loader_kwargs)
+    batches = _batches(train_set, sampler, per_rank_batch, start_iteration * accumulation, loader_kwargs)
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cell.train.amp)
     model.train()
     start = time.perf_counter()
     running: dict[str, float] = {}
@@ -241,15 +254,22 @@ def run_cell(
         lr = lr_at(iteration, cell.train)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
-        images, labels = next(batches)
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        losses = model(images, labels)
-        loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        for name, value in losses.items():
-            running[name] = running.get(name, 0.0) + float(value.detach())
+        for micro in range(accumulation):
+            images, labels = next(batches)
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            sync = micro == accumulation - 1 or not distributed  # DDP all-reduces on the last micro-batch only
+            with (contextlib.nullcontext() if sync else model.no_sync()):
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    losses = model(images, labels)
+                scaler.scale(sum(losses.values()) / accumulation).backward()
+            for name, value in losses.items():
+                running[name] = running.get(name, 0.0) + float(value.detach()) / accumulation
+        if cell.train.clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cell.train.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
         step = iteration + 1
         steps_since_log += 1
         if step % cell.train.log_interval == 0 or step == total:
@@ -263,7 +283,7 @@ def run_cell(
         interval = cell.train.checkpoint_interval
         if interval and step % interval == 0 and step < total:
             with tempfile.TemporaryDirectory(prefix="idrbench-ckpt-") as tmp:
-                save_checkpoint(Path(tmp), net, optimizer, step, rank)
+                save_checkpoint(Path(tmp), net, optimizer, scaler, step, rank)
                 reporter.save(Path(tmp), step)
             log(f"checkpoint at iteration {step}")
         if stop_after is not None and step >= stop_after:
@@ -307,4 +327,5 @@ def run_cell(
         "world_size": world_size,
         "device": str(device),
         "torch_threads": threads,
+        "final_state": {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()},
     }

@@ -70,6 +70,11 @@ def pick_deleted_classes(present: torch.Tensor, pick_counts: torch.Tensor) -> to
     return torch.cat(picks)
 
 
+def _full_precision(device: torch.device):
+    """The bookkeeping of relations and dataset representations stays float32 under AMP."""
+    return torch.autocast(device.type, enabled=False)
+
+
 def _average_across_ranks(*tensors: torch.Tensor) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         for t in tensors:
@@ -125,22 +130,22 @@ class IDRCore:
         averaged across ranks, with the pick counters.
         """
         size = target.shape[-2:]
-        anchor = F.interpolate(anchor, size=size, mode="bilinear", align_corners=False)
-        deleted_pred = F.interpolate(deleted_pred, size=size, mode="bilinear", align_corners=False)
-        mean_diff, var_diff, mean_valid, var_valid = deletion_effect(
-            anchor.float(), deleted_pred.float(), target, self.ignore_index
-        )
-        m = self.relation_momentum
-        self.relations_mean.copy_(update_relations(self.relations_mean, deleted, mean_diff, mean_valid, m))
-        self.relations_var.copy_(update_relations(self.relations_var, deleted, var_diff, var_valid, m))
+        with _full_precision(anchor.device):
+            anchor = F.interpolate(anchor.float(), size=size, mode="bilinear", align_corners=False)
+            deleted_pred = F.interpolate(deleted_pred.float(), size=size, mode="bilinear", align_corners=False)
+            mean_diff, var_diff, mean_valid, var_valid = deletion_effect(anchor, deleted_pred, target, self.ignore_index)
+            m = self.relation_momentum
+            self.relations_mean.copy_(update_relations(self.relations_mean, deleted, mean_diff, mean_valid, m))
+            self.relations_var.copy_(update_relations(self.relations_var, deleted, var_diff, var_valid, m))
         _average_across_ranks(self.relations_mean, self.relations_var, self.pick_counts)
 
     def update_dataset_reps(self, feats: torch.Tensor, target: torch.Tensor) -> None:
         """Step 9: momentum update of the dataset-level class representations."""
-        means, present = class_means(feats.float(), target, self.dataset_reps.shape[0], self.ignore_index)
-        m = self.reps_momentum
-        updated = m * means + (1.0 - m) * self.dataset_reps
-        self.dataset_reps.copy_(torch.where(present.unsqueeze(1), updated, self.dataset_reps))
+        with _full_precision(feats.device):
+            means, present = class_means(feats.float(), target, self.dataset_reps.shape[0], self.ignore_index)
+            m = self.reps_momentum
+            updated = m * means + (1.0 - m) * self.dataset_reps
+            self.dataset_reps.copy_(torch.where(present.unsqueeze(1), updated, self.dataset_reps))
         _average_across_ranks(self.dataset_reps)
 
 

@@ -17,7 +17,7 @@ from typing import Literal, Sequence
 import torch
 import torch.nn as nn
 
-from models.context import ASPP, FPN, PSP_POOL_SCALES, PyramidPooling, RefinedContextWiring, aspp_dilations, resize
+from models.context import ASPP, FPN, PSP_POOL_SCALES, PyramidPooling, RefinedContextWiring, aspp_dilations
 from models.layers import ConvBNReLU
 
 

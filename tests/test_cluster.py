@@ -78,7 +78,8 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_session, write_experiment
     text = log.read_text()
     assert "resumed from" in text
     record = json.loads((log.parent / "record.json").read_text())
-    assert record["resumed_from_iteration"] >= 20
+    # the newest checkpoint Ray Train had registered when the worker died (10 or 20)
+    assert record["resumed_from_iteration"] in (10, 20)
 
     # the same cell uninterrupted, in a plain process, ends with the same metrics
     cell = resolve_cells(load_experiment(path))[0]

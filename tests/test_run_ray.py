@@ -2,6 +2,7 @@
 import json
 
 import pytest
+import torch
 
 from harness.run import main
 from tests.conftest import tiny_experiment
@@ -25,6 +26,8 @@ def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, ca
         assert record["params"] > 0 and record["versions"]["torch"]
         assert record["complexity"]["gflops"] > 0 and record["complexity"]["input_size"] == [32, 32]
         assert record["config"]["seed"] == 0 and record["config"]["idr"] == cell.name.startswith("fcn+idr")
+        state = torch.load(cell / "model.pt", weights_only=True)
+        assert ("head.relations_mean" in state["model"]) == cell.name.startswith("fcn+idr")
         log = (cell / "train.log").read_text()
         assert "iter 3/3" in log and "eval on val" in log
     assert not list((results / "tiny" / "cells").glob("*/.record.json.*"))  # no temp files left behind

@@ -34,10 +34,14 @@ def test_too_few_images_for_a_batch(write_experiment):
         run_cell(cell, PrintReporter())
 
 
-def test_interrupted_run_resumes_to_the_same_result(write_experiment, tmp_path):
-    cell = _cells(
-        write_experiment, grid={"idr": [True]}, train={"iterations": 6, "batch_size": 4, "checkpoint_interval": 2}
-    )[0]
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"accumulation_steps": 2, "amp": "bf16", "clip_grad_norm": 1.0}],
+    ids=["plain", "accumulation-bf16-clip"],
+)
+def test_interrupted_run_resumes_to_the_same_result(write_experiment, tmp_path, extra):
+    train = {"iterations": 6, "batch_size": 4, "checkpoint_interval": 2, **extra}
+    cell = _cells(write_experiment, grid={"idr": [True]}, train=train)[0]
     uninterrupted = run_cell(cell, PrintReporter(quiet=True))
     root = tmp_path / "ckpt"
     assert run_cell(cell, PrintReporter(root, quiet=True), stop_after=3) is None  # "crash" after iteration 3

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from harness.data.base import DataError, Sample, SegmentationDataset
+from harness.data.base import DataError, Sample, SegmentationDataset, read_label_png
 from harness.data.cards import DatasetCard
 from harness.data.transforms import TestPipeline, TrainPipeline
 
@@ -25,6 +25,7 @@ class DatasetSpec:
     decode_label: Callable[[np.ndarray], np.ndarray] | None = None
     default_options: dict[str, Any] = field(default_factory=dict)
     prepare_hint: str = ""
+    read_label: Callable[[Path], np.ndarray] | None = None  # default: single-channel PNG
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -75,7 +76,7 @@ def build_dataset(
     if not samples:
         raise DataError(f"{name}: split {split!r} under {root} has no samples. {spec.prepare_hint}")
     pipeline = TrainPipeline(card, seed) if train else TestPipeline(card)
-    return SegmentationDataset(samples, card, pipeline, spec.decode_label)
+    return SegmentationDataset(samples, card, pipeline, spec.decode_label, spec.read_label or read_label_png)
 
 
 from harness.data import context_scenes as _context_scenes  # noqa: E402,F401  (registers itself)

@@ -12,8 +12,7 @@ coco_stuff10k -- the official 10k release (``cocostuff-10k-v1.1.zip``) unpacked 
       annotations/COCO_train2014_000000000077.mat ...   variable S: raw ids, 0 = unlabeled, 1-182
       imageLists/train.txt, test.txt                    image names without extension
 
-The loader reads the ``.mat`` files directly: importing this module registers a small Pillow
-plugin for MATLAB-5 files holding ``S``, so the dataset's label reader opens them like PNGs and
+The loader reads the ``.mat`` files directly (``read_mat_label``, the spec's label reader) and
 reports an unreadable file, or a raw id that is not a COCO-Stuff id (above 182 or one of the 11
 unused ids), as a DataError naming the file. Raw 0 -> ignore 255. The official evaluation split
 is ``test``; ``val`` is accepted as another name for it (the harness evaluates on ``val`` by default).
@@ -41,9 +40,8 @@ from typing import Any
 
 import numpy as np
 import scipy.io
-from PIL import Image, ImageFile
 
-from harness.data.base import Sample, read_label_png
+from harness.data.base import DataError, Sample, read_label_png
 from harness.data.cards import DatasetCard, bit_palette
 from harness.prepare import Job, Preparer, SplitCheck, apply_lut, check_split_name, data_error, files_by_stem
 from harness.prepare import prepare_command, read_id_list, require
@@ -135,49 +133,24 @@ def invalid_values(raw: np.ndarray, lut: np.ndarray) -> list[int]:
 # ----------------------------------------------------------------------------- 10k: .mat labels
 
 
-MAT_FORMAT = "COCOSTUFF_MAT"
-
-
-def _accept_mat(prefix: bytes) -> bool:
-    return prefix.startswith(b"MATLAB ")
-
-
-class CocoStuffMatFile(ImageFile.ImageFile):
-    """Pillow plugin: a COCO-Stuff-10k annotation .mat read as a mode-L image of its raw ids."""
-
-    format = MAT_FORMAT
-    format_description = "COCO-Stuff-10k label map (MATLAB 5 file, variable S)"
-
-    def _open(self) -> None:
-        # OSError and ValueError leave Image.open unchanged; the label reader turns them into a DataError.
-        try:
-            data = scipy.io.loadmat(self.fp, variable_names=["S"])
-        except Exception as exc:  # truncated, compressed-and-damaged, v7.3 (HDF5), ...
-            raise OSError(f"cannot read MATLAB file: {exc}") from None
-        if "S" not in data:
-            raise ValueError("no variable 'S' (the COCO-Stuff-10k label map)")
-        raw = np.asarray(data["S"])
-        if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
-            raise ValueError(f"S is {raw.dtype} with shape {raw.shape}; expected a 2-D integer map")
-        bad = invalid_values(raw, LUT_10K)
-        if bad:
-            raise ValueError(
-                f"raw label id {bad[0]} is not a COCO-Stuff id (0 = unlabeled, 1-{MAX_ID} except the unused "
-                f"{', '.join(map(str, UNUSED_IDS))})"
-            )
-        image = Image.fromarray(raw.astype(np.uint8))
-        self._size = image.size
-        # Pillow >= 10.1 keeps mode and core image behind properties; older versions use plain attributes.
-        for public, private, value in (("mode", "_mode", image.mode), ("im", "_im", image.im)):
-            if isinstance(getattr(type(self), public, None), property):
-                setattr(self, private, value)
-            else:
-                setattr(self, public, value)
-        self.tile = []
-
-
-Image.register_open(MAT_FORMAT, CocoStuffMatFile, _accept_mat)
-Image.register_extension(MAT_FORMAT, ".mat")
+def read_mat_label(path: Path) -> np.ndarray:
+    """Raw ids of a COCO-Stuff-10k annotation .mat (variable S); DataError naming the file otherwise."""
+    try:
+        data = scipy.io.loadmat(path, variable_names=["S"])
+    except Exception as exc:  # missing, truncated, compressed-and-damaged, v7.3 (HDF5), ...
+        raise DataError(f"{path}: cannot read MATLAB file ({exc})") from None
+    if "S" not in data:
+        raise DataError(f"{path}: no variable 'S' (the COCO-Stuff-10k label map)")
+    raw = np.asarray(data["S"])
+    if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
+        raise DataError(f"{path}: S is {raw.dtype} with shape {raw.shape}; expected a 2-D integer map")
+    bad = invalid_values(raw, LUT_10K)
+    if bad:
+        raise DataError(
+            f"{path}: raw label id {bad[0]} is not a COCO-Stuff id (0 = unlabeled, 1-{MAX_ID} except the unused "
+            f"{', '.join(map(str, UNUSED_IDS))})"
+        )
+    return raw
 
 
 def decode_10k(raw: np.ndarray) -> np.ndarray:
@@ -353,7 +326,7 @@ def list_samples_164k(root: Path, split: str, options: dict[str, Any]) -> list[S
 
 
 def check_split_164k(root: Path, split: str) -> SplitCheck:
-    base = require(dir_164k(root), NAME_164K, root, "dataset folder")
+    require(dir_164k(root), NAME_164K, root, "dataset folder")
     sub = SPLIT_DIRS_164K[split]
     images, labels, raw = _files_164k(root, split)
     from_json = not raw and bool(json_sources(root, split))
@@ -414,7 +387,7 @@ PREPARERS = (
 def _register() -> None:
     from harness.data import DatasetSpec, register
 
-    register(DatasetSpec(NAME_10K, make_card_10k, list_samples_10k, decode_10k, {}, HINT_10K))
+    register(DatasetSpec(NAME_10K, make_card_10k, list_samples_10k, decode_10k, {}, HINT_10K, read_mat_label))
     register(DatasetSpec(NAME_164K, make_card_164k, list_samples_164k, None, {}, HINT_164K))
 
 
