@@ -42,12 +42,20 @@ def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, ca
     assert "2 cells, 2 already complete" in capsys.readouterr().out
 
 
-def test_failing_cell_exits_1_without_a_record(ray_session, write_experiment, tmp_path):
-    # more workers than batch items per rank is fine; a dataset too small for one batch fails in the worker
-    exp = tiny_experiment("broken", grid={"idr": [False]}, train={"iterations": 2, "batch_size": 16})
+def test_grid_of_four_cells_isolates_a_failing_cell(ray_session, write_experiment, tmp_path):
+    # a Tune grid of 4 cells, 2 at a time; a global batch of 16 from 8 images fails in the worker
+    exp = tiny_experiment(
+        "grid",
+        grid={"sweep": {"train.batch_size": [4, 16]}},
+        train={"iterations": 2, "batch_size": 4},
+        scaling={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_cells": 2},
+    )
     path = write_experiment(exp)
     results = tmp_path / "results"
     assert main([str(path), "--results", str(results)]) == 1
-    cell = results / "broken" / "cells" / "fcn_context_scenes_resnet18_s0"
-    assert not (cell / "record.json").exists()
-    assert "give no batch of 16" in (cell / "train.log").read_text()
+    cells = results / "grid" / "cells"
+    for name in ("fcn_context_scenes_resnet18_s0_batch_size4", "fcn+idr_context_scenes_resnet18_s0_batch_size4"):
+        assert (cells / name / "record.json").is_file()
+    for name in ("fcn_context_scenes_resnet18_s0_batch_size16", "fcn+idr_context_scenes_resnet18_s0_batch_size16"):
+        assert not (cells / name / "record.json").exists()
+        assert "give no batch of 16" in (cells / name / "train.log").read_text()
