@@ -1,0 +1,86 @@
+"""The harness's own overhead per cell: the same tiny training in a plain process vs through Ray.
+
+    python benchmarks/bench_overhead.py [--iterations 40] [--checkpoint-interval 10]
+
+Prints the wall time of one cell run (a) by `harness.train.run_cell` in this process and (b) by
+`python -m harness.run` (Ray start, Tune trial, Train worker group, records), their ratio, and
+the cost of saving and loading one checkpoint. Everything runs in one invocation, so the ratio is
+meaningful on any machine.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from harness.config import load_experiment  # noqa: E402
+from harness.run import resolve_cells  # noqa: E402
+from harness.train import PrintReporter, load_checkpoint, run_cell, save_checkpoint  # noqa: E402
+from models import build_segmentor  # noqa: E402
+
+
+def experiment(root: Path, iterations: int, interval: int) -> dict:
+    return {
+        "name": "overhead",
+        "grid": {"frameworks": ["fcn"], "datasets": ["context_scenes"], "idr": [True], "seeds": [0]},
+        "model": {"backbone": "resnet18", "feats_channels": 64, "head_channels": 64, "aux_channels": 32,
+                  "refine_channels": 32},
+        "train": {"iterations": iterations, "batch_size": 8, "log_interval": 10, "checkpoint_interval": interval},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 2},
+        "data": {"root": str(root / "datasets"), "options": {"context_scenes": {"num_train": 64, "num_val": 16}}},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--checkpoint-interval", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        path = root / "overhead.yaml"
+        path.write_text(yaml.safe_dump(experiment(root, args.iterations, args.checkpoint_interval)))
+        cell = resolve_cells(load_experiment(path))[0]
+        run_cell(cell, PrintReporter(quiet=True), stop_after=1)  # generate the data, warm caches
+
+        start = time.perf_counter()
+        run_cell(cell, PrintReporter(root / "plain_ckpt", quiet=True))
+        plain = time.perf_counter() - start
+
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "harness.run", str(path), "--results", str(root / "results")],
+                       cwd=REPO, check=True, capture_output=True)
+        through_ray = time.perf_counter() - start
+
+        model = build_segmentor("fcn", True, 10, cell.model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        scaler = torch.amp.GradScaler("cpu", enabled=False)
+        ckpt = root / "ckpt"
+        ckpt.mkdir()
+        start = time.perf_counter()
+        save_checkpoint(ckpt, model, optimizer, scaler, 1, 0)
+        saved = time.perf_counter() - start
+        start = time.perf_counter()
+        load_checkpoint(ckpt, model, optimizer, scaler, 0, print)
+        loaded = time.perf_counter() - start
+        size_mb = sum(p.stat().st_size for p in ckpt.iterdir()) / 2**20
+
+    print(f"one cell, {args.iterations} iterations, checkpoint every {args.checkpoint_interval}, CPU, "
+          f"torch {torch.__version__}")
+    print(f"plain process (run_cell)          {plain:8.1f} s")
+    print(f"python -m harness.run (with Ray)  {through_ray:8.1f} s   ratio {through_ray / plain:.2f}x, "
+          f"overhead {through_ray - plain:.1f} s")
+    print(f"checkpoint save / load            {saved * 1e3:8.1f} / {loaded * 1e3:.1f} ms ({size_mb:.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
