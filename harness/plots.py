@@ -312,8 +312,9 @@ def plot_all(results_dir: Path, checkpoints: list[Path] | None = None, dataset: 
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.plots", description=__doc__.splitlines()[0])
+def parse_results_cli(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace | None:
+    """Arguments shared by `harness.plots` and `harness.report`; None after a one-line error."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("results_dir", type=Path, help="results/<experiment>")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a model.pt with IDR relation buffers (repeatable)")
@@ -321,11 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.results_dir.is_dir():
         print(f"error: {args.results_dir}: no such results folder", file=sys.stderr)
-        return 2
+        return None
     for checkpoint in args.checkpoint:
         if not checkpoint.is_file():
             print(f"error: --checkpoint {checkpoint}: no such file", file=sys.stderr)
-            return 2
+            return None
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_results_cli("python -m harness.plots", __doc__.splitlines()[0], argv)
+    if args is None:
+        return 2
     paths = plot_all(args.results_dir, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr))
     for path in paths:
         print(path)

@@ -8,7 +8,6 @@ text is HTML-escaped; the page loads nothing from outside.
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import datetime as _dt
 import html
@@ -17,7 +16,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from harness.plots import plot_all
+from harness.plots import parse_results_cli, plot_all
 from harness.records import find_records
 from harness.tables import build_tables, load_index, write_tables
 
@@ -143,19 +142,9 @@ def build_report(results_dir: Path, checkpoints: list[Path] | None = None, datas
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.report", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path, help="results/<experiment>")
-    parser.add_argument("--checkpoint", type=Path, action="append", default=[],
-                        help="a model.pt with IDR relation buffers for the heatmaps (repeatable)")
-    parser.add_argument("--dataset", default=None, help="dataset whose class names label the heatmaps")
-    args = parser.parse_args(argv)
-    if not args.results_dir.is_dir():
-        print(f"error: {args.results_dir}: no such results folder", file=sys.stderr)
+    args = parse_results_cli("python -m harness.report", __doc__.splitlines()[0], argv)
+    if args is None:
         return 2
-    for checkpoint in args.checkpoint:
-        if not checkpoint.is_file():
-            print(f"error: --checkpoint {checkpoint}: no such file", file=sys.stderr)
-            return 2
     path = build_report(args.results_dir, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr))
     print(f"wrote {path}")
     return 0

@@ -123,14 +123,8 @@ def make_card(options: dict[str, Any]) -> DatasetCard:
         class_names=CLASS_NAMES,
         palette=PALETTE,
         splits=dict(OFFICIAL_SIZES),
-        ignore_index=255,
         base_scale=(2048, 1024),
-        keep_ratio=True,
-        ratio_range=(0.5, 2.0),
         crop_size=(512, 1024),
-        cat_max_ratio=0.75,
-        flip_prob=0.5,
-        photometric=True,
         test_protocol="whole image at 2048x1024, single scale",
     )
 

@@ -138,7 +138,7 @@ def read_mat_label(path: Path) -> np.ndarray:
     try:
         data = scipy.io.loadmat(path, variable_names=["S"])
     except Exception as exc:  # missing, truncated, compressed-and-damaged, v7.3 (HDF5), ...
-        raise DataError(f"{path}: cannot read MATLAB file ({exc})") from None
+        raise DataError(f"{path}: cannot decode label (not a readable MATLAB file: {exc})") from None
     if "S" not in data:
         raise DataError(f"{path}: no variable 'S' (the COCO-Stuff-10k label map)")
     raw = np.asarray(data["S"])
@@ -350,14 +350,8 @@ def _card(name: str, splits: dict[str, int]) -> DatasetCard:
         class_names=CLASS_NAMES,
         palette=PALETTE,
         splits=dict(splits),
-        ignore_index=255,
         base_scale=(2048, 512),
-        keep_ratio=True,
-        ratio_range=(0.5, 2.0),
         crop_size=(512, 512),
-        cat_max_ratio=0.75,
-        flip_prob=0.5,
-        photometric=True,
         test_protocol="resize to (2048, 512) keeping the aspect ratio, whole image, single scale",
     )
 

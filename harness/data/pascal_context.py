@@ -162,14 +162,8 @@ def make_card(options: dict[str, Any]) -> DatasetCard:
         class_names=CLASS_NAMES,
         palette=PALETTE,
         splits=dict(OFFICIAL_SIZES),
-        ignore_index=255,
         base_scale=(2560, 640),
-        keep_ratio=True,
-        ratio_range=(0.5, 2.0),
         crop_size=(640, 640),
-        cat_max_ratio=0.75,
-        flip_prob=0.5,
-        photometric=True,
         test_protocol="resize to (2560, 640) keeping the aspect ratio, sliding window 640x640 with stride 426",
     )
 
