@@ -88,6 +88,7 @@ class ModelConfig(Strict):
         default="ppm", description="UPerNet+IDR coarse context (FPN top level); the baseline UPerNet always uses PPM"
     )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="backbone stochastic depth")
     relation_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
     dataset_reps_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
     loss_weights: dict[str, float] = Field(

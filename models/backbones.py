@@ -282,11 +282,13 @@ def _check_fit(arch: str, weights: Path, results: list) -> None:
         raise RuntimeError(f"model.pretrained: {weights} does not fit {arch!r}: {'; '.join(parts)}")
 
 
-def build_backbone(name: str, pretrained: str | None = None, output_stride: int = 8) -> Backbone:
+def build_backbone(
+    name: str, pretrained: str | None = None, output_stride: int = 8, drop_path_rate: float = 0.0
+) -> Backbone:
     """A timm model returning its last four feature maps (NCHW); `.channels` lists their widths.
 
     `pretrained`: None, a local weights file, or "cache" (local caches only; see the module
-    docstring). Nothing is downloaded.
+    docstring). Nothing is downloaded. `drop_path_rate`: stochastic depth (Swin-L runs: 0.3).
     """
     arch = resolve_name(name)
     if not is_known_backbone(arch):
@@ -306,6 +308,8 @@ def build_backbone(name: str, pretrained: str | None = None, output_stride: int 
         optional["dynamic_img_size"] = True  # accept input sizes other than the pretraining size
     if is_swin:
         optional["always_partition"] = True
+    if drop_path_rate > 0:
+        kwargs["drop_path_rate"] = drop_path_rate
 
     try:
         with _recording_loads() as loads:

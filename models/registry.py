@@ -127,7 +127,7 @@ def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_ind
     if framework not in FRAMEWORKS:
         raise KeyError(f"unknown framework {framework!r}; allowed: {', '.join(all_framework_names())}")
     spec = FRAMEWORKS[framework]
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride)
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
     chans = backbone.channels
     if idr:
         head = IDRHead(

@@ -177,3 +177,26 @@ def test_bad_overrides(write_experiment, override, expected):
     with pytest.raises(ConfigError) as info:
         load_experiment(write_experiment(tiny_experiment("t", overrides=[override])))
     assert expected in str(info.value)
+
+
+def test_every_dataset_accepts_crop_and_scale_options(write_experiment, tmp_path):
+    from harness.data import build_dataset, dataset_card
+
+    card = dataset_card("ade20k", {"crop_size": [640, 640], "base_scale": [2560, 640]})
+    assert card.crop_size == (640, 640) and card.base_scale == (2560, 640)
+    assert dataset_card("ade20k").crop_size == (512, 512)
+    opts = {"num_train": 4, "num_val": 2, "image_size": 32, "crop_size": [24, 24]}
+    image, label = build_dataset("context_scenes", tmp_path, "train", opts, train=True)[0]
+    assert tuple(label.shape) == (24, 24)
+    with pytest.raises(ConfigError, match=r"ade20k.crop_size: expected two positive integers"):
+        load_experiment(write_experiment(tiny_experiment("t")), ["data.options.ade20k.crop_size=[640]"])
+
+
+def test_drop_path_reaches_the_backbone():
+    from harness.config import ModelConfig
+    from models import build_segmentor
+
+    model = build_segmentor("fcn", False, 5, ModelConfig(backbone="resnet18", drop_path_rate=0.2, head_channels=8,
+                                                         aux_channels=8))
+    rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
+    assert rates and max(rates) == pytest.approx(0.2)
