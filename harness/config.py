@@ -145,6 +145,9 @@ class EvalConfig(Strict):
     scales: list[PositiveFloat] = Field(
         default_factory=lambda: [1.0], min_length=1, description="ratios of the test scale; several: averaged softmax"
     )
+    probs_before_resize: bool = Field(
+        default=False, description="softmax on the model's output before windows/augmentations are averaged and resized"
+    )
 
     @model_validator(mode="after")
     def _check_slide(self) -> "EvalConfig":

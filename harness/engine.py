@@ -8,7 +8,6 @@ travel through the hub.)
 """
 from __future__ import annotations
 
-import os
 import shutil
 import threading
 import time
@@ -25,7 +24,7 @@ from ray.train.torch import TorchTrainer
 
 from harness.config import Cell
 from harness.progress import Board
-from harness.records import build_record, cell_dir, write_record
+from harness.records import cell_dir, store_cell
 from harness.train import checkpoint_name, latest_checkpoint, run_cell
 
 
@@ -112,17 +111,6 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
     )
 
 
-FINAL_MODEL = "model.pt"
-
-
-def save_final_model(path: Path, state: dict, iteration: int) -> None:
-    """The trained weights and IDR buffers beside the record (loads with weights_only=True)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save({"iteration": iteration, "model": state}, partial)
-    os.replace(partial, path)
-
-
 def _short_error(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     causes = [line for line in lines if "Error" in line or "error" in line]
@@ -177,10 +165,7 @@ def run_cells(
         if cell_id not in payloads:
             board.finish(cell_id, None, status="failed", error="no result reported")
             return
-        payload = dict(payloads[cell_id])
-        save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, payload.pop("final_state"), cell.train.iterations)
-        record = build_record(cell, payload, wall)
-        write_record(results_dir, cell, record)
+        record = store_cell(results_dir, cell, payloads[cell_id], wall)
         records[cell_id] = record
         log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
         board.finish(cell_id, record["metrics"]["mIoU"])

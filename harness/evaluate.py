@@ -33,8 +33,9 @@ import argparse
 import json
 import math
 import sys
+import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
@@ -42,8 +43,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 
+from harness.cli import Parser, UsageError
 from harness.data import DataError, SegmentationDataset, build_dataset, validate_options
 from harness.metrics import confusion_matrix, segmentation_metrics
+
+if TYPE_CHECKING:
+    from harness.config import Cell
 
 Size = tuple[int, int]
 
@@ -294,6 +299,18 @@ def evaluate(
     return metrics
 
 
+def protocol_kwargs(eval_cfg) -> dict:
+    """The protocol keywords of :func:`evaluate` from an experiment's ``EvalConfig``."""
+    return dict(
+        mode=eval_cfg.mode,
+        crop_size=eval_cfg.crop_size,
+        stride=eval_cfg.stride,
+        flip=eval_cfg.flip,
+        scales=list(eval_cfg.scales),
+        probs_before_resize=eval_cfg.probs_before_resize,
+    )
+
+
 # ----------------------------------------------------------------------------- scoring saved predictions
 
 
@@ -394,44 +411,250 @@ def format_report(metrics: dict, title: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Score saved prediction PNGs; 0 on success, 2 (one line on stderr) on a data/prediction error."""
-    parser = argparse.ArgumentParser(
+# ----------------------------------------------------------------------------- re-evaluating a finished cell
+
+PROTOCOLS = ("ss", "flip", "ms", "ms+flip")
+
+
+class CellError(Exception):
+    """A finished cell that cannot be re-evaluated; the message is the whole one-line report."""
+
+
+def paper_ms_scales(dataset: str) -> list[float]:
+    """The paper's multi-scale ratios: 0.5-1.75 (LIP: 0.75, 1, 1.25)."""
+    from harness import reference as ref
+
+    return list(ref.LIP_MS_SCALES if dataset == "lip" else ref.SWIN_MS_SCALES)
+
+
+def protocol_changes(protocol: str, dataset: str) -> dict:
+    """`eval` keys of a named protocol: ss, flip, ms or ms+flip with the paper's scales."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
+    return {"flip": protocol.endswith("flip"), "scales": paper_ms_scales(dataset) if protocol.startswith("ms") else [1.0]}
+
+
+def protocol_tag(eval_cfg) -> str:
+    """A readable name of a test protocol, unique per protocol: e.g. `slide640x640s426_ms0.5-1.75x6+flip`."""
+    mode = eval_cfg.mode
+    if mode == "slide":
+        crop, stride = eval_cfg.crop_size, eval_cfg.stride
+        mode += f"{crop[0]}x{crop[1]}s{stride[0]}" + (f"x{stride[1]}" if stride[1] != stride[0] else "")
+    scales = list(eval_cfg.scales)
+    if scales == [1.0]:
+        tag = "ss"
+    else:
+        tag = "ms" + "-".join(f"{r:g}" for r in scales)
+    if eval_cfg.flip:
+        tag = "flip" if tag == "ss" else tag + "+flip"
+    if eval_cfg.probs_before_resize:
+        tag += "_probs"
+    return f"{mode}_{tag}"
+
+
+def read_cell_record(cell_dir: Path) -> tuple[dict, Cell]:
+    """A finished cell's record and its resolved configuration; CellError if it has none."""
+    from pydantic import ValidationError
+
+    from harness.config import Cell
+    from harness.records import RECORD_NAME, read_record
+
+    record_path = Path(cell_dir) / RECORD_NAME
+    if not record_path.is_file():
+        raise CellError(f"{cell_dir}: no {RECORD_NAME}; expected the folder of a finished cell, "
+                        "results/<experiment>/cells/<cell id>")
+    try:
+        record = read_record(record_path)
+        return record, Cell.model_validate(record["config"])
+    except (OSError, ValueError, KeyError, ValidationError) as exc:
+        raise CellError(f"{record_path}: not a readable cell record ({' '.join(str(exc).split())[:200]})") from None
+
+
+def evaluate_cell(
+    cell_dir: str | Path,
+    changes: dict,
+    device: torch.device,
+    root: str | None = None,
+    loader_workers: int = 0,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> tuple[Path, dict]:
+    """Evaluate a finished cell's saved model (`model.pt`) under another test protocol.
+
+    `changes` are `eval` keys (mode, crop_size, stride, flip, scales, probs_before_resize,
+    batch_size, split). Writes, only when evaluation succeeded, a record of its own beside the
+    cell's, `cells/<cell id>@<protocol tag>/record.json`: the cell's record (training figures,
+    params, FLOPs) with the new `config.eval`, the new metrics, and `evaluated_from` naming the
+    cell. Tables place it by its protocol like any record. Returns (record path, record).
+    """
+    from pydantic import ValidationError
+
+    from harness.config import EvalConfig
+    from harness.records import RECORD_NAME, build_environment, write_json_atomic
+    from models import build_segmentor
+
+    cell_dir = Path(cell_dir)
+    record, cell = read_cell_record(cell_dir)
+    if record.get("evaluated_from"):
+        raise CellError(f"{cell_dir}: is a re-evaluation of cell {record['evaluated_from']}; pass that cell's folder")
+    try:
+        new_eval = EvalConfig.model_validate({**cell.eval.model_dump(), **changes})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(["eval", *(str(p) for p in first["loc"])])
+        raise CellError(f"{where}: {first['msg']}") from None
+    if new_eval == cell.eval:
+        raise CellError(f"{cell_dir}: already evaluated with this protocol ({protocol_tag(new_eval)}); see {RECORD_NAME}")
+    model_path = cell_dir / record.get("model_file", "model.pt")
+    if not model_path.is_file():
+        raise CellError(f"{model_path}: the cell's trained model is missing (written when the cell finished)")
+    try:
+        state = torch.load(model_path, map_location="cpu", weights_only=True)["model"]
+    except Exception as exc:  # unpickling errors, a truncated file, a foreign checkpoint
+        raise CellError(f"{model_path}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
+    data_root = root or cell.data_root
+    dataset = build_dataset(cell.dataset, data_root, new_eval.split, cell.data_options, train=False)
+    card = dataset.card
+    model = build_segmentor(cell.framework, cell.idr, card.num_classes, cell.model.model_copy(update={"pretrained": None}),
+                            card.ignore_index)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CellError(f"{model_path}: does not fit the cell's model ({' '.join(str(exc).split())[:200]})") from None
+    model.to(device)
+    start = time.perf_counter()
+    metrics = evaluate(model, dataset, device, new_eval.batch_size, loader_workers=loader_workers, on_batch=on_batch,
+                       **protocol_kwargs(new_eval))
+    eval_time = time.perf_counter() - start
+    derived_id = f"{cell.cell_id}@{protocol_tag(new_eval)}"
+    config = cell.model_copy(update={"eval": new_eval}).model_dump(mode="json")
+    derived = {
+        **record,
+        "cell_id": derived_id,
+        "config": config,
+        "metrics": {key: metrics[key] for key in ("mIoU", "mAcc", "aAcc")},
+        "per_class_iou": metrics["per_class_iou"],
+        "per_class_acc": metrics["per_class_acc"],
+        "num_eval_images": metrics["num_images"],
+        "eval_time_s": eval_time,
+        "eval_device": str(device),
+        "evaluated_from": cell.cell_id,
+        "model_file": f"../{cell_dir.name}/{model_path.name}",
+        **build_environment(),
+    }
+    out = cell_dir.parent / derived_id / RECORD_NAME
+    write_json_atomic(out, derived)
+    return out, derived
+
+
+def _pair(text: str) -> tuple[int, int]:
+    parts = text.lower().replace(",", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 640x640, got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
         prog="python -m harness.evaluate",
-        description="Score a folder of prediction PNGs (pixel = class id, file stem = the label file's) "
-        "against a dataset split with the harness's loader and metrics.",
+        description="Score a folder of prediction PNGs (pixel = class id, file stem = the label file's) against a "
+        "dataset split, or evaluate a finished cell's saved model under another test protocol (--cell).",
     )
-    parser.add_argument("--dataset", required=True, help="registered dataset name")
-    parser.add_argument("--split", required=True, help="split whose labels are scored, e.g. val")
-    parser.add_argument("--root", required=True, help="data root (as data.root of an experiment)")
-    parser.add_argument("--predictions", required=True, help="folder of <label stem>.png predictions")
-    parser.add_argument("--options", default=None, help='dataset options as JSON, e.g. {"num_val": 3}')
+    pngs = parser.add_argument_group("scoring saved predictions")
+    pngs.add_argument("--predictions", default=None, help="folder of <label stem>.png predictions")
+    pngs.add_argument("--dataset", default=None, help="registered dataset name")
+    pngs.add_argument("--split", default=None, help="split whose labels are scored, e.g. val (--cell: default the cell's)")
+    pngs.add_argument("--root", default=None, help="data root (as data.root of an experiment; --cell: default the cell's)")
+    pngs.add_argument("--options", default=None, help='dataset options as JSON, e.g. {"num_val": 3}')
+    cell = parser.add_argument_group("re-evaluating a finished cell (writes cells/<cell id>@<protocol>/record.json)")
+    cell.add_argument("--cell", default=None, help="a finished cell's folder, results/<experiment>/cells/<cell id>")
+    cell.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                      help="ss, flip, ms or ms+flip with the paper's scales (0.5-1.75; LIP 0.75-1.25)")
+    cell.add_argument("--scales", type=float, nargs="+", default=None, help="test-scale ratios (overrides --protocol's)")
+    cell.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="average with the mirror image")
+    cell.add_argument("--mode", choices=("whole", "slide"), default=None, help="whole image or sliding window")
+    cell.add_argument("--crop-size", type=_pair, default=None, metavar="HxW", help="sliding-window size")
+    cell.add_argument("--stride", type=_pair, default=None, metavar="HxW", help="sliding-window step")
+    cell.add_argument("--probs-before-resize", action=argparse.BooleanOptionalAction, default=None,
+                      help="softmax before windows/augmentations are averaged (the paper's Swin-L protocol)")
+    cell.add_argument("--batch-size", type=int, default=None, help="test images per batch")
+    cell.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    cell.add_argument("--workers", type=int, default=0, help="data loader workers")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    args = parser.parse_args(argv)
+    return parser
 
-    def fail(message: str) -> int:
-        print(" ".join(str(message).split("\n")), file=sys.stderr)
-        return 2
 
+def cell_changes(args: argparse.Namespace, dataset: str) -> dict:
+    """The `eval` keys the command line changes (a protocol first, then explicit flags)."""
+    changes = protocol_changes(args.protocol, dataset) if args.protocol else {}
+    flags = {"scales": args.scales, "flip": args.flip, "mode": args.mode, "crop_size": args.crop_size,
+             "stride": args.stride, "probs_before_resize": args.probs_before_resize, "batch_size": args.batch_size,
+             "split": args.split}
+    changes.update({key: value for key, value in flags.items() if value is not None})
+    return changes
+
+
+def _score_folder(args: argparse.Namespace) -> tuple[str, dict, dict]:
+    missing = [flag for flag, value in (("--dataset", args.dataset), ("--split", args.split), ("--root", args.root))
+               if value is None]
+    if missing:
+        raise ValueError(f"--predictions needs {', '.join(missing)}")
     try:
         options = json.loads(args.options) if args.options else {}
     except json.JSONDecodeError as exc:
-        return fail(f"--options: not valid JSON ({exc})")
+        raise ValueError(f"--options: not valid JSON ({exc})") from None
     if not isinstance(options, dict):
-        return fail("--options: expected a JSON object of dataset options")
+        raise ValueError("--options: expected a JSON object of dataset options")
+    validate_options(args.dataset, options)
+    dataset = build_dataset(args.dataset, args.root, args.split, options, train=False)
+    metrics = score_predictions(dataset, args.predictions)
+    title = f"{args.dataset} {args.split}: {metrics['num_images']} images, predictions {args.predictions}"
+    return title, metrics, {"dataset": args.dataset, "split": args.split, "predictions": str(args.predictions)}
+
+
+def _evaluate_cell(args: argparse.Namespace) -> tuple[str, dict, dict]:
+    _, cell = read_cell_record(Path(args.cell))
+    changes = cell_changes(args, cell.dataset)
+    if not changes:
+        raise ValueError("--cell: give the protocol to evaluate with (--protocol, --scales, --flip, --mode, ...)")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out, record = evaluate_cell(args.cell, changes, device, root=args.root, loader_workers=args.workers)
+    metrics = {**record["metrics"], "per_class_iou": record["per_class_iou"], "per_class_acc": record["per_class_acc"],
+               "num_images": record["num_eval_images"]}
+    title = (f"{record['evaluated_from']} re-evaluated ({protocol_tag_of(record)}), {record['num_eval_images']} "
+             f"{record['config']['eval']['split']} images on {device} in {record['eval_time_s']:.1f}s; record {out}")
+    return title, metrics, {"cell": record["cell_id"], "evaluated_from": record["evaluated_from"]}
+
+
+def protocol_tag_of(record: dict) -> str:
+    from harness.config import EvalConfig
+
+    return protocol_tag(EvalConfig.model_validate(record["config"]["eval"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """0 on success, 2 (one line on stderr) on bad input: arguments, data, predictions, cell."""
+    parser = build_parser()
+
+    def fail(message: str) -> int:
+        print(" ".join(str(message).split()), file=sys.stderr)
+        return 2
+
     try:
-        validate_options(args.dataset, options)
-        dataset = build_dataset(args.dataset, args.root, args.split, options, train=False)
-        metrics = score_predictions(dataset, args.predictions)
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        return fail(f"{parser.prog}: error: {err}")
+
+    if (args.cell is None) == (args.predictions is None):
+        return fail("give either --predictions (score saved PNGs) or --cell (re-evaluate a finished cell)")
+    try:
+        title, metrics, about = _evaluate_cell(args) if args.cell else _score_folder(args)
     except KeyError as exc:
         return fail(exc.args[0] if exc.args else str(exc))
-    except (ValueError, DataError, PredictionError) as exc:
+    except (ValueError, DataError, PredictionError, CellError) as exc:
         return fail(str(exc))
-    title = f"{args.dataset} {args.split}: {metrics['num_images']} images, predictions {args.predictions}"
     print(format_report(metrics, title))
     if args.json:
-        record = {"dataset": args.dataset, "split": args.split, "predictions": str(args.predictions), **metrics}
-        Path(args.json).write_text(json.dumps(record, indent=2, allow_nan=True) + "\n")
+        Path(args.json).write_text(json.dumps({**about, **metrics}, indent=2, allow_nan=True) + "\n")
     return 0
 
 

@@ -54,6 +54,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from harness.cli import Parser, UsageError
+
 SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 MIN_CLI_ITERS = 50
 
@@ -347,15 +349,6 @@ def format_table(results: list[dict]) -> str:
 # -------------------------------------------------------------------------------------- CLI
 
 
-class UsageError(Exception):
-    """Bad command-line input; the message is the whole one-line report."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2 (argparse's default prints the usage too)
-        raise UsageError(message)
-
-
 def parse_size(text: str) -> tuple[int, int]:
     """'512x1024' -> (512, 1024) as (H, W); raises ValueError."""
     match = SIZE_RE.match(text)
@@ -368,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     from harness.config import ModelConfig
 
     defaults = ModelConfig()
-    p = _Parser(prog="python -m harness.measure", description=__doc__.splitlines()[0])
+    p = Parser(prog="python -m harness.measure", description=__doc__.splitlines()[0])
     p.add_argument("--framework", required=True, help="a registered framework, e.g. fcn")
     p.add_argument("--backbone", default="resnet50c", help="a timm model name (default: resnet50c)")
     p.add_argument("--idr", default="both", help="on, off or both (default: both)")

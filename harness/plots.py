@@ -31,6 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness import reference as ref  # noqa: E402
+from harness.cli import Parser, parse_or_exit  # noqa: E402
 from harness.records import find_records, read_record  # noqa: E402
 from harness.tables import _gflops, _setting_labels, _values, group_runs, load_index, paired  # noqa: E402
 
@@ -314,12 +315,12 @@ def plot_all(results_dir: Path, checkpoints: list[Path] | None = None, dataset: 
 
 def parse_results_cli(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace | None:
     """Arguments shared by `harness.plots` and `harness.report`; None after a one-line error."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = Parser(prog=prog, description=description)
     parser.add_argument("results_dir", type=Path, help="results/<experiment>")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a model.pt with IDR relation buffers (repeatable)")
     parser.add_argument("--dataset", default=None, help="dataset whose class names label the relation heatmaps")
-    args = parser.parse_args(argv)
+    args = parse_or_exit(parser, argv)
     if not args.results_dir.is_dir():
         print(f"error: {args.results_dir}: no such results folder", file=sys.stderr)
         return None

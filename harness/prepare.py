@@ -202,7 +202,9 @@ def run_jobs(jobs: list[Job], describe: str, console) -> tuple[int, int]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    from harness.cli import Parser, parse_or_exit
+
+    parser = Parser(
         prog="python -m harness.prepare",
         description="Convert an unpacked official release into the training layout and check its split sizes.",
     )
@@ -212,7 +214,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-partial", action="store_true", help="accept split sizes that differ from the official release"
     )
-    return parser.parse_args(argv)
+    return parse_or_exit(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ from harness.config import Cell
 from harness.data import dataset_card
 
 RECORD_NAME = "record.json"
+FINAL_MODEL = "model.pt"
 SCHEMA_VERSION = 1
 _VERSIONED = ("torch", "torchvision", "timm", "ray", "numpy", "pydantic", "fvcore")
 
@@ -91,14 +92,40 @@ def build_record(cell: Cell, payload: dict, wall_time_s: float) -> dict:
         "eval_time_s": payload["eval_time_s"],
         "iterations_per_s": payload["iterations_per_s"],
         "resumed_from_iteration": payload.get("resumed_from_iteration", 0),
-        "model_file": "model.pt",
+        "model_file": FINAL_MODEL,
         "world_size": payload["world_size"],
         "device": payload["device"],
+        **build_environment(),
+    }
+
+
+def build_environment() -> dict:
+    """Library versions, code version, host and time of a record written now."""
+    return {
         "versions": library_versions(),
         "git_commit": git_commit(),
         "host": platform.node(),
         "finished_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def save_final_model(path: Path, state: dict, iteration: int) -> None:
+    """The trained weights and IDR buffers beside the record (loads with weights_only=True)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save({"iteration": iteration, "model": state}, partial)
+    os.replace(partial, path)
+
+
+def store_cell(results_dir: Path, cell: Cell, payload: dict, wall_time_s: float) -> dict:
+    """Write a finished cell: its final model first, then its record (which marks it complete)."""
+    payload = dict(payload)
+    save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, payload.pop("final_state"), cell.train.iterations)
+    record = build_record(cell, payload, wall_time_s)
+    write_record(results_dir, cell, record)
+    return record
 
 
 def write_record(results_dir: Path, cell: Cell, record: dict) -> Path:

@@ -297,6 +297,7 @@ def sota_setting(dataset: str, idr: bool, protocol: str) -> list[Check] | None:
     lip = dataset == "lip"
     mode = "whole" if lip else "slide"
     window = (None, None) if lip else ((640, 640), (426, 426))
+    checks.append(_equal("eval.probs_before_resize", True))  # settings.md: probabilities averaged before resizing
     if protocol == "ss":
         checks += _eval_checks(schedule.split, mode, False, (1.0,), *window)
     elif protocol == "flip":

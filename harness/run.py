@@ -12,18 +12,23 @@ import sys
 import time
 from pathlib import Path
 
+from harness.cli import Parser, parse_or_exit
 from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
 from harness.data import DataError, build_dataset
+from harness.estimate import Estimate, Rate, estimate_cells, plan_rate
 from models.backbones import PretrainedWeightsError
 from models.registry import check_backbone, resolve_weights
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m harness.run", description="Run an IDRBench experiment.")
+    parser = Parser(prog="python -m harness.run", description="Run an IDRBench experiment.")
     parser.add_argument("experiment", help="experiment YAML file, e.g. experiments/quickstart.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override any key of the experiment file (value parsed as YAML); repeatable")
-    parser.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan with GPU-hours estimates and exit")
+    parser.add_argument("--gpu-rate", type=float, default=None, metavar="FLOPS",
+                        help="fvcore FLOPs/s one GPU sustains in training, for the --dry-run estimates "
+                        "(default: measured from finished GPU cells in --results, else 2e13; see harness/estimate.py)")
     parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
@@ -31,7 +36,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rerun", action="store_true", help="train cells again even when a record exists")
     parser.add_argument("--resume", action="store_true",
                         help="continue unfinished cells from their newest checkpoint instead of starting over")
-    return parser.parse_args(argv)
+    return parse_or_exit(parser, argv)
 
 
 def resolve_cells(exp: Experiment) -> list[Cell]:
@@ -97,17 +102,24 @@ def check_datasets(cells: list[Cell]) -> None:
         raise DataError("\n".join(text if text.startswith(name) else f"{name}: {text}" for name, text in problems.items()))
 
 
-def print_plan(exp: Experiment, cells: list[Cell]) -> None:
+def print_plan(exp: Experiment, cells: list[Cell], estimates: list[Estimate], rate: Rate) -> None:
     print(f"experiment {exp.name}: {len(cells)} cells, up to {exp.scaling.max_concurrent_cells} at once")
     header = f"{'cell':48} {'framework':10} {'IDR':4} {'dataset':16} {'backbone':14} {'seed':>4} {'iters':>7} {'batch':>5}"
-    print(header + f" {'resources per cell':>26}")
-    for c in cells:
+    print(header + f" {'resources per cell':>26} {'GFLOPs':>8} {'GPU-h':>8} {'wall-h':>7}")
+    for c, est in zip(cells, estimates):
         s = c.scaling
         resources = f"{s.num_workers} worker(s) x {s.cpus_per_worker:g} CPU" + (" + 1 GPU" if s.use_gpu else "")
         print(
             f"{c.cell_id:48} {c.framework:10} {'yes' if c.idr else 'no':4} {c.dataset:16} {c.model.backbone:14} "
-            f"{c.seed:>4} {c.train.iterations:>7} {c.train.batch_size:>5} {resources:>26}"
+            f"{c.seed:>4} {c.train.iterations:>7} {c.train.batch_size:>5} {resources:>26} "
+            f"{est.forward_gflops:>8.1f} {est.gpu_hours:>8.2f} {est.wall_hours:>7.2f}"
         )
+    total = sum(e.gpu_hours for e in estimates)
+    print(
+        f"estimated {total:.1f} GPU-hours in all (GFLOPs: fvcore, one forward at the training crop; GPU-h: "
+        f"train + eval FLOPs at {rate.flops_per_s:.3g} FLOPs/s per GPU, {rate.source}; wall-h: GPU-h / workers "
+        f"per cell). Estimates, not measurements: see harness/estimate.py"
+    )
 
 
 def start_ray(address: str | None) -> None:
@@ -129,7 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = select_cells(resolve_cells(exp), args.only, args.experiment)
         check_plan(cells, args.experiment)
         if args.dry_run:
-            print_plan(exp, cells)
+            rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
+            estimates = estimate_cells(cells, rate, lambda done, total: print(
+                f"counting FLOPs: model {done}/{total}", file=sys.stderr, flush=True))
+            print_plan(exp, cells, estimates, rate)
             return 0
         problems = []
         for check in (lambda: check_weights(cells, args.experiment), lambda: check_datasets(cells)):

@@ -31,7 +31,6 @@ Rules
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import html
 import io
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from harness import reference as ref
+from harness.cli import Parser, parse_or_exit
 from harness.records import find_records
 
 MISSING = "—"
@@ -72,7 +72,7 @@ IGNORED_PREFIXES = ("scaling.",)
 # keys that only depend on the dataset (a row of the frameworks table spans datasets)
 DATASET_KEYS_PREFIXES = ("data_options.", "crop_size")
 DATASET_KEYS = ("eval.split",)
-EVAL_PROTOCOL_KEYS = ("eval.mode", "eval.flip", "eval.scales", "eval.crop_size", "eval.stride")
+EVAL_PROTOCOL_KEYS = ("eval.mode", "eval.flip", "eval.scales", "eval.crop_size", "eval.stride", "eval.probs_before_resize")
 
 
 # ----------------------------------------------------------------------------- settings
@@ -976,9 +976,9 @@ def write_tables(results_dir: Path, index: dict | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", type=Path, help="results/<experiment>")
-    args = parser.parse_args(argv)
+    args = parse_or_exit(parser, argv)
     if not args.results_dir.is_dir():
         print(f"error: {args.results_dir}: no such results folder", file=sys.stderr)
         return 2

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from harness.config import Cell
 from harness.data import SegmentationDataset, build_dataset
-from harness.evaluate import evaluate
+from harness.evaluate import evaluate, protocol_kwargs
 from harness.measure import count_flops
 from harness.optim import build_optimizer, lr_at
 from models import build_segmentor
@@ -305,11 +305,7 @@ def run_cell(
         world_size,
         cell.train.loader_workers,
         on_eval_batch,
-        mode=cell.eval.mode,
-        crop_size=cell.eval.crop_size,
-        stride=cell.eval.stride,
-        flip=cell.eval.flip,
-        scales=cell.eval.scales,
+        **protocol_kwargs(cell.eval),
     )
     eval_time = time.perf_counter() - eval_start
     log(f"eval on {cell.eval.split}: mIoU {metrics['mIoU']:.2f} mAcc {metrics['mAcc']:.2f} aAcc {metrics['aAcc']:.2f}")

@@ -403,7 +403,92 @@ def test_experiment_eval_section_reaches_evaluate(write_experiment, monkeypatch)
     assert cell.eval.mode == "slide" and cell.eval.crop_size == (24, 24) and cell.eval.scales == [0.75, 1.0]
     result = run_cell(cell, PrintReporter(quiet=True))
     assert 0.0 <= result["metrics"]["aAcc"] <= 100.0
-    assert seen == {"mode": "slide", "crop_size": (24, 24), "stride": (16, 16), "flip": True, "scales": [0.75, 1.0]}
+    assert seen == {"mode": "slide", "crop_size": (24, 24), "stride": (16, 16), "flip": True, "scales": [0.75, 1.0],
+                    "probs_before_resize": False}
     bad = tiny_experiment("protocol", eval={"mode": "slide", "crop_size": [24, 24]})
     with pytest.raises(ConfigError, match=r"eval: mode slide needs crop_size and stride"):
         load_experiment(write_experiment(bad, "bad.yaml"))
+
+
+# ----------------------------------------------------------------------------- re-evaluating a finished cell
+
+
+@pytest.fixture(scope="module")
+def finished_cell(tmp_path_factory):
+    """A tiny trained cell written as harness.run writes it: record.json + model.pt."""
+    from harness.config import load_experiment
+    from harness.records import store_cell
+    from harness.run import resolve_cells
+    from harness.train import PrintReporter, run_cell
+    from tests.conftest import tiny_experiment
+
+    import yaml
+
+    tmp = tmp_path_factory.mktemp("finished")
+    exp = tiny_experiment("reeval", grid={"idr": [True]}, train={"iterations": 2, "batch_size": 4})
+    exp["data"]["root"] = str(tmp / "datasets")
+    path = tmp / "exp.yaml"
+    path.write_text(yaml.safe_dump(exp))
+    cell = resolve_cells(load_experiment(path))[0]
+    results = tmp / "results" / "reeval"
+    record = store_cell(results, cell, run_cell(cell, PrintReporter(quiet=True)), wall_time_s=1.0)
+    return results / "cells" / cell.cell_id, cell, record
+
+
+def test_cell_reevaluated_with_another_protocol(finished_cell, tmp_path, capsys):
+    from harness.records import find_records
+    from harness.tables import main_rows
+    from models import build_segmentor
+
+    directory, cell, record = finished_cell
+    out_json = tmp_path / "ms.json"
+    assert main(["--cell", str(directory), "--protocol", "ms+flip", "--scales", "0.75", "1.0", "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    derived_dir = directory.parent / f"{cell.cell_id}@whole_ms0.75-1+flip"
+    assert f"record {derived_dir / 'record.json'}" in printed
+    derived = json.loads((derived_dir / "record.json").read_text())
+    assert derived["evaluated_from"] == cell.cell_id and derived["cell_id"] == derived_dir.name
+    assert derived["config"]["eval"]["flip"] is True and derived["config"]["eval"]["scales"] == [0.75, 1.0]
+    assert {k: derived[k] for k in ("train_time_s", "params", "complexity")} == {
+        k: record[k] for k in ("train_time_s", "params", "complexity")}
+    assert not (derived_dir / "model.pt").exists() and derived["model_file"] == f"../{cell.cell_id}/model.pt"
+
+    # the same figures as evaluating the saved model directly under that protocol
+    dataset = build_dataset(cell.dataset, cell.data_root, "val", cell.data_options, train=False)
+    model = build_segmentor(cell.framework, cell.idr, dataset.card.num_classes, cell.model, dataset.card.ignore_index)
+    model.load_state_dict(torch.load(directory / "model.pt", weights_only=True)["model"])
+    direct = evaluate(model, dataset, torch.device("cpu"), flip=True, scales=[0.75, 1.0])
+    assert derived["per_class_iou"] == pytest.approx(direct["per_class_iou"], nan_ok=True)
+    assert json.loads(out_json.read_text())["mIoU"] == pytest.approx(direct["mIoU"])
+    single = evaluate(model, dataset, torch.device("cpu"))
+    assert record["per_class_iou"] == pytest.approx(single["per_class_iou"], nan_ok=True)  # the saved model is the final one
+
+    # tables keep the two protocols apart
+    rows = main_rows(find_records(directory.parent.parent))
+    assert len(rows) == 2
+
+
+def test_cell_reevaluation_errors_exit_2_and_write_nothing(finished_cell, tmp_path, capsys):
+    directory, cell, _ = finished_cell
+    before = sorted(p.name for p in directory.parent.iterdir())
+    cases = [
+        (["--cell", str(tmp_path / "nope")], "no record.json; expected the folder of a finished cell"),
+        (["--cell", str(directory)], "give the protocol to evaluate with"),
+        (["--cell", str(directory), "--protocol", "ss"], "already evaluated with this protocol (whole_ss)"),
+        (["--cell", str(directory), "--mode", "slide"], "eval: Value error, mode slide needs crop_size and stride"),
+        (["--cell", str(directory), "--flip", "--predictions", str(tmp_path)], "give either --predictions"),
+        (["--cell", str(directory), "--flip", "--batch-size", "0"], "eval.batch_size: Input should be greater than 0"),
+        (["--cell", str(directory), "--crop-size", "64"], "--crop-size: expected HEIGHTxWIDTH"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, (argv, err)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "record.json").write_text((directory / "record.json").read_text())
+    (broken / "model.pt").write_bytes(b"not a checkpoint")
+    assert main(["--cell", str(broken), "--flip"]) == 2
+    assert "model.pt: cannot load the model" in capsys.readouterr().err
+    assert sorted(p.name for p in directory.parent.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]

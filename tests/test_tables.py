@@ -323,13 +323,15 @@ def test_sota_rows_per_protocol(results):
     assert ours["ms+flip ours"] == "54.50" and ours["ms+flip paper"] == "54.68"
     assert ours["flip ours"] == "—"
     assert "train.optimizer sgd (paper adamw)" in sota.footnotes[0]
+    assert "eval.probs_before_resize false (paper true)" in sota.footnotes[0]
     paper = next(r for r in ade if "†" not in r["dataset"])
     assert paper["ss ours"] == "—" and paper["ss paper"] == "53.97"
 
     # with the paper's setting (AdamW, 1,500 warm-up iterations, 110 epochs at 640x640) no flag
     faithful = {**train, "optimizer": "adamw", "warmup_iterations": 1500, "iterations": round(110 * 9000 / 16)}
     make_record(results, "upernet", "coco_stuff10k", idr=True, miou=49.5, model=swin, train=faithful,
-                eval={**slide, "split": "test"}, complexity={"input_size": [640, 640], "gflops": 400.0})
+                eval={**slide, "split": "test", "probs_before_resize": True},
+                complexity={"input_size": [640, 640], "gflops": 400.0})
     sota = tables_of(results)["sota"]
     coco = [dict(zip(columns, r)) for r in sota.blocks[0].rows if r[0].startswith("COCO")]
     assert len(coco) == 1 and coco[0]["dataset"] == "COCO-Stuff-10k test"
