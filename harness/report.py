@@ -89,13 +89,17 @@ def _cells(results_dir: Path, records: list[dict]) -> str:
         miou = (rec.get("metrics") or {}).get("mIoU")
         summary = f"{cell}: mIoU {miou:.2f}" if isinstance(miou, (int, float)) else cell
         metrics = {k: rec.get(k) for k in ("metrics", "num_eval_images", "params", "complexity", "wall_time_s",
-                                           "train_time_s", "eval_time_s", "iterations_per_s", "finished_at")}
+                                           "train_time_s", "eval_time_s", "iterations_per_s", "finished_at",
+                                           "evaluated_from", "eval_device") if k in rec}
+        trained_as = rec.get("evaluated_from") or cell  # a re-evaluated cell's log is its training cell's
+        log_title = "train.log" if trained_as == cell else f"train.log of {trained_as}"
         parts.append(
             f'<details class="cell" id="cell-{_e(cell)}"><summary>{_e(summary)}</summary>'
             f"<details><summary>resolved config</summary><pre>{_e(json.dumps(rec.get('config'), indent=2))}</pre></details>"
             f"<details><summary>metrics and timings</summary><pre>{_e(json.dumps(metrics, indent=2))}</pre></details>"
             f"<details><summary>per-class IoU</summary><pre>{_e(json.dumps(rec.get('per_class_iou'), indent=2))}</pre></details>"
-            f"<details><summary>train.log</summary><pre>{_e(_log_text(results_dir / 'cells' / cell / 'train.log'))}</pre></details>"
+            f"<details><summary>{_e(log_title)}</summary>"
+            f"<pre>{_e(_log_text(results_dir / 'cells' / trained_as / 'train.log'))}</pre></details>"
             "</details>"
         )
     return "\n".join(parts) or "<p>(no finished cells)</p>"
