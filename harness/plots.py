@@ -10,7 +10,7 @@ Writes PNG and SVG into `results/<experiment>/plots/` (matplotlib, Agg backend):
   records' `per_class_iou` keys);
 * `relations_<name>`: the learned relation matrices (`head.relations_mean`,
   `head.relations_var`) of a checkpoint (`model.pt` as harness/train.py saves it) as heatmaps
-  with class names. Checkpoints are the `--checkpoint` files plus any `cells/*/model.pt`.
+  with class names. Checkpoints are the `--checkpoint` files plus the `model.pt` of every +IDR cell.
 
 Records of different settings are never averaged together (see harness.tables); when one
 framework x dataset x backbone has several settings they are plotted apart, labelled S1, S2, ...
@@ -282,8 +282,11 @@ def _checkpoint_name(path: Path) -> str:
     return parent.name if path.name == "model.pt" else path.stem
 
 
-def find_checkpoints(results_dir: Path) -> list[Path]:
-    return sorted(Path(results_dir).glob("cells/*/model.pt"))
+def find_checkpoints(results_dir: Path, records: list[dict]) -> list[Path]:
+    """The saved models of the +IDR cells (baselines have no relation matrices)."""
+    paths = [Path(results_dir) / "cells" / r["cell_id"] / "model.pt" for r in records
+             if r.get("idr") and not r.get("evaluated_from") and "cell_id" in r]
+    return sorted(p for p in paths if p.is_file())
 
 
 # ---------------------------------------------------------------------------------- all
@@ -301,7 +304,7 @@ def plot_all(results_dir: Path, checkpoints: list[Path] | None = None, dataset: 
     paths += plot_gains(records, out_dir, index)
     paths += plot_per_class(records, out_dir)
     seen = set()
-    for checkpoint in list(checkpoints or []) + find_checkpoints(results_dir):
+    for checkpoint in list(checkpoints or []) + find_checkpoints(results_dir, records):
         checkpoint = Path(checkpoint)
         if checkpoint.resolve() in seen:
             continue
