@@ -157,8 +157,6 @@ def completed_record(results_dir: Path, cell: Cell) -> dict | None:
 def same_config(stored: Any, cell: Cell) -> bool:
     """Whether a record's stored configuration is `cell`'s; keys added to the schema since the
     record was written count as their defaults, so a new option does not invalidate old cells."""
-    if stored == cell.model_dump(mode="json"):
-        return True
     try:
         return Cell.model_validate(stored) == cell
     except (ValueError, TypeError):
