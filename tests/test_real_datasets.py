@@ -22,6 +22,7 @@ from PIL import Image
 
 import harness.data as data
 from harness import prepare
+from harness.data.preparation import REAL_DATASETS
 from harness.data import coco_stuff, pascal_context, transforms
 from harness.data.base import DataError
 from harness.data.transforms import TrainPipeline
@@ -607,8 +608,8 @@ def test_prepare_accepts_partial_fixtures(tmp_path, capsys, name):
 
 
 def test_prepare_unknown_dataset_is_one_line(tmp_path, capsys):
-    assert sorted(prepare._preparers()) == sorted(prepare.REAL_DATASETS)
-    assert set(prepare.REAL_DATASETS) == set(data.dataset_names()) - {"context_scenes"}
+    assert sorted(data.preparers()) == sorted(REAL_DATASETS)
+    assert set(REAL_DATASETS) == set(data.dataset_names()) - {"context_scenes"}
     assert _run_prepare("imagenet", "--root", str(tmp_path)) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.splitlines() == [

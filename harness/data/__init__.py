@@ -1,51 +1,24 @@
-"""Dataset registry: each benchmark registers a :class:`DatasetSpec` under its name.
+"""Datasets: the registry, building a split's dataset with its pipeline, per-dataset options.
 
-To add a dataset, write a module with a card, a function listing (image, label) file pairs
-for a split, and (if needed) a label decoder, then call :func:`register` at import time
-and import the module below.
+Each benchmark lives in its own module and registers itself (:mod:`harness.data.registry`);
+importing this package imports them all.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-import numpy as np
+from typing import Any
 
 from harness.data.base import DataError, Sample, SegmentationDataset, read_label_png
 from harness.data.cards import DatasetCard
+from harness.data.registry import (
+    DatasetSpec,
+    dataset_names,
+    get_spec,
+    preparers,
+    register,
+)
 from harness.data.transforms import TestPipeline, TrainPipeline
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    make_card: Callable[[dict[str, Any]], DatasetCard]
-    list_samples: Callable[[Path, str, dict[str, Any]], list[Sample]]
-    decode_label: Callable[[np.ndarray], np.ndarray] | None = None
-    default_options: dict[str, Any] = field(default_factory=dict)
-    prepare_hint: str = ""
-    read_label: Callable[[Path], np.ndarray] | None = None  # default: single-channel PNG
-
-
-_REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def dataset_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_spec(name: str) -> DatasetSpec:
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
-    return _REGISTRY[name]
-
 
 # Options every dataset accepts: they change its card's training crop / resize scale
 # (e.g. the 640x640 crops of the Swin-L runs). Values are [height, width] / [long, short].
@@ -92,10 +65,10 @@ def build_dataset(
     return SegmentationDataset(samples, card, pipeline, spec.decode_label, spec.read_label or read_label_png)
 
 
-from harness.data import context_scenes as _context_scenes  # noqa: E402,F401  (registers itself)
 from harness.data import ade20k as _ade20k  # noqa: E402,F401
 from harness.data import cityscapes as _cityscapes  # noqa: E402,F401
 from harness.data import coco_stuff as _coco_stuff  # noqa: E402,F401  (coco_stuff10k and coco_stuff164k)
+from harness.data import context_scenes as _context_scenes  # noqa: E402,F401  (registers itself)
 from harness.data import lip as _lip  # noqa: E402,F401
 from harness.data import pascal_context as _pascal_context  # noqa: E402,F401
 
@@ -109,6 +82,7 @@ __all__ = [
     "dataset_card",
     "dataset_names",
     "get_spec",
+    "preparers",
     "register",
     "resolve_options",
     "validate_options",

@@ -20,8 +20,17 @@ import numpy as np
 
 from harness.data.base import Sample
 from harness.data.cards import DatasetCard, bit_palette
-from harness.prepare import Preparer, SplitCheck, apply_lut, check_split_name, data_error, files_by_stem
-from harness.prepare import prepare_command, require
+from harness.data.preparation import (
+    Preparer,
+    SplitCheck,
+    apply_lut,
+    check_split_name,
+    data_error,
+    files_by_stem,
+    prepare_command,
+    require,
+)
+from harness.data.registry import DatasetSpec, register
 
 NAME = "ade20k"
 RELEASE_DIR = "ADEChallengeData2016"
@@ -129,9 +138,7 @@ PREPARER = Preparer(NAME, tuple(SPLIT_DIRS), check_split)
 
 
 def _register() -> None:
-    from harness.data import DatasetSpec, register
-
-    register(DatasetSpec(NAME, make_card, list_samples, decode_label, {}, PREPARE_HINT))
+    register(DatasetSpec(NAME, make_card, list_samples, decode_label, {}, PREPARE_HINT, preparer=PREPARER))
 
 
 _register()

@@ -22,8 +22,17 @@ from cityscapesscripts.helpers import labels as cs_labels
 
 from harness.data.base import Sample
 from harness.data.cards import DatasetCard
-from harness.prepare import Preparer, SplitCheck, apply_lut, check_split_name, data_error, files_by_stem
-from harness.prepare import prepare_command, require
+from harness.data.preparation import (
+    Preparer,
+    SplitCheck,
+    apply_lut,
+    check_split_name,
+    data_error,
+    files_by_stem,
+    prepare_command,
+    require,
+)
+from harness.data.registry import DatasetSpec, register
 
 NAME = "cityscapes"
 SPLITS = ("train", "val")
@@ -137,9 +146,7 @@ PREPARER = Preparer(NAME, SPLITS, check_split)
 
 
 def _register() -> None:
-    from harness.data import DatasetSpec, register
-
-    register(DatasetSpec(NAME, make_card, list_samples, decode_label, {}, PREPARE_HINT))
+    register(DatasetSpec(NAME, make_card, list_samples, decode_label, {}, PREPARE_HINT, preparer=PREPARER))
 
 
 _register()

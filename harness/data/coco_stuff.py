@@ -43,8 +43,19 @@ import scipy.io
 
 from harness.data.base import DataError, Sample, read_label_png
 from harness.data.cards import DatasetCard, bit_palette
-from harness.prepare import Job, Preparer, SplitCheck, apply_lut, check_split_name, data_error, files_by_stem
-from harness.prepare import prepare_command, read_id_list, require
+from harness.data.preparation import (
+    Job,
+    Preparer,
+    SplitCheck,
+    apply_lut,
+    check_split_name,
+    data_error,
+    files_by_stem,
+    prepare_command,
+    read_id_list,
+    require,
+)
+from harness.data.registry import DatasetSpec, register
 
 # (COCO-Stuff id, train id or None for the 11 unused thing ids, name)
 COCO_STUFF: tuple[tuple[int, int | None, str], ...] = (
@@ -379,10 +390,8 @@ PREPARERS = (
 
 
 def _register() -> None:
-    from harness.data import DatasetSpec, register
-
-    register(DatasetSpec(NAME_10K, make_card_10k, list_samples_10k, decode_10k, {}, HINT_10K, read_mat_label))
-    register(DatasetSpec(NAME_164K, make_card_164k, list_samples_164k, None, {}, HINT_164K))
+    register(DatasetSpec(NAME_10K, make_card_10k, list_samples_10k, decode_10k, {}, HINT_10K, read_mat_label, PREPARERS[0]))
+    register(DatasetSpec(NAME_164K, make_card_164k, list_samples_164k, None, {}, HINT_164K, preparer=PREPARERS[1]))
 
 
 _register()

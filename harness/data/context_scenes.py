@@ -42,6 +42,7 @@ from PIL import Image
 
 from harness.data.base import DataError, Sample
 from harness.data.cards import DatasetCard
+from harness.data.registry import DatasetSpec, register
 
 NAME = "context_scenes"
 FORMAT_VERSION = 1
@@ -613,8 +614,6 @@ PREPARE_HINT = (
 
 
 def _register() -> None:
-    from harness.data import DatasetSpec, register
-
     register(
         DatasetSpec(
             name=NAME,

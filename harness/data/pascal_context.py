@@ -25,8 +25,18 @@ import scipy.io
 
 from harness.data.base import Sample
 from harness.data.cards import DatasetCard, bit_palette
-from harness.prepare import Job, Preparer, SplitCheck, check_split_name, data_error, files_by_stem
-from harness.prepare import prepare_command, read_id_list, require
+from harness.data.preparation import (
+    Job,
+    Preparer,
+    SplitCheck,
+    check_split_name,
+    data_error,
+    files_by_stem,
+    prepare_command,
+    read_id_list,
+    require,
+)
+from harness.data.registry import DatasetSpec, register
 
 NAME = "pascal_context59"
 SPLITS = ("train", "val")
@@ -176,9 +186,7 @@ PREPARER = Preparer(NAME, SPLITS, check_split, conversion_jobs, f"{NAME}: .mat -
 
 
 def _register() -> None:
-    from harness.data import DatasetSpec, register
-
-    register(DatasetSpec(NAME, make_card, list_samples, None, {}, PREPARE_HINT))
+    register(DatasetSpec(NAME, make_card, list_samples, None, {}, PREPARE_HINT, preparer=PREPARER))
 
 
 _register()

@@ -1,0 +1,52 @@
+"""The dataset registry: each benchmark module registers a :class:`DatasetSpec` under its name.
+
+To add a dataset, write a module with a card, a function listing (image, label) file pairs for
+a split, (if needed) a label decoder and a :class:`Preparer`, call :func:`register` at import
+time, and import the module in ``harness/data/__init__.py``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.data.base import Sample
+from harness.data.cards import DatasetCard
+from harness.data.preparation import Preparer
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    make_card: Callable[[dict[str, Any]], DatasetCard]
+    list_samples: Callable[[Path, str, dict[str, Any]], list[Sample]]
+    decode_label: Callable[[np.ndarray], np.ndarray] | None = None
+    default_options: dict[str, Any] = field(default_factory=dict)
+    prepare_hint: str = ""
+    read_label: Callable[[Path], np.ndarray] | None = None  # default: single-channel PNG
+    preparer: Preparer | None = None  # how `python -m harness.prepare` converts and checks it
+
+
+_REGISTRY: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def dataset_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def preparers() -> dict[str, Preparer]:
+    """{dataset name: its preparer} of the registered datasets that `harness.prepare` handles."""
+    return {name: spec.preparer for name, spec in sorted(_REGISTRY.items()) if spec.preparer is not None}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
+    return _REGISTRY[name]
