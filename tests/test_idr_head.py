@@ -127,7 +127,8 @@ def _ddp_worker(rank: int, world: int, port: int, out) -> None:
     ddp.train()
     losses = ddp(*batch(seed=rank))  # different data per rank
     sum(losses.values()).backward()
-    out.put((rank, {n: getattr(model.head, n).clone() for n in BUFFERS}))
+    # plain numpy arrays: a torch tensor would travel as a shared-memory handle that dies with this process
+    out.put((rank, {n: getattr(model.head, n).detach().numpy().copy() for n in BUFFERS}))
     dist.barrier()
     dist.destroy_process_group()
 
@@ -140,7 +141,7 @@ def test_buffers_are_averaged_across_ddp_ranks():
     procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, queue)) for r in range(2)]
     for p in procs:
         p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
+    results = {rank: {n: torch.from_numpy(a) for n, a in arrays.items()} for rank, arrays in (queue.get(timeout=120) for _ in procs)}
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
