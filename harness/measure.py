@@ -270,59 +270,61 @@ def _fmt_latency(lat: dict | None) -> list[str]:
             f"{lat['peak_memory_mib']:.0f}"]
 
 
-def format_table(results: list[dict]) -> str:
-    """A plain-text table of the results, then the skipped operators and the environment."""
-    with_latency = any("latency" in r for r in results)
-    header = ["model", "input", "params M", "trainable M", "GFLOPs", "backbone", "head", "aux (unused)"]
+def _result_row(r: dict, with_latency: bool) -> list[str]:
+    fl = r["flops"]["by_module"]
+    row = [
+        r["variant"],
+        "x".join(map(str, r["input_size"])),
+        f"{r['params']['total_m']:.2f}",
+        f"{r['params']['trainable_m']:.2f}",
+        f"{r['flops']['gflops']:.2f}",
+        f"{fl.get('backbone', 0) / 1e9:.2f}",
+        f"{fl.get('head', 0) / 1e9:.2f}",
+        f"{fl.get('aux_head', 0) / 1e9:.2f}",
+    ]
     if with_latency:
-        header += ["median ms", "p90 ms", "img/s", "peak MiB"]
-    rows = []
-    for r in results:
-        fl = r["flops"]["by_module"]
-        row = [
-            r["variant"],
-            "x".join(map(str, r["input_size"])),
-            f"{r['params']['total_m']:.2f}",
-            f"{r['params']['trainable_m']:.2f}",
-            f"{r['flops']['gflops']:.2f}",
-            f"{fl.get('backbone', 0) / 1e9:.2f}",
-            f"{fl.get('head', 0) / 1e9:.2f}",
-            f"{fl.get('aux_head', 0) / 1e9:.2f}",
-        ]
-        if with_latency:
-            row += _fmt_latency(r.get("latency")) or ["-"] * 4
-        rows.append(row)
-    # IDR minus baseline, per input size, when both were measured
-    base = {(r["framework"], tuple(r["input_size"])): r for r in results if not r["idr"]}
-    for r in results:
-        b = base.get((r["framework"], tuple(r["input_size"])))
-        if r["idr"] and b is not None:
-            row = [
-                f"  IDR - {b['variant']}",
-                "x".join(map(str, r["input_size"])),
-                f"{r['params']['total_m'] - b['params']['total_m']:+.2f}",
-                f"{r['params']['trainable_m'] - b['params']['trainable_m']:+.2f}",
-                f"{r['flops']['gflops'] - b['flops']['gflops']:+.2f}",
-                f"{(r['flops']['by_module'].get('backbone', 0) - b['flops']['by_module'].get('backbone', 0)) / 1e9:+.2f}",
-                f"{(r['flops']['by_module'].get('head', 0) - b['flops']['by_module'].get('head', 0)) / 1e9:+.2f}",
-                "",
-            ]
-            if with_latency:
-                la, lb = r.get("latency"), b.get("latency")
-                row += [f"{la['median_ms'] - lb['median_ms']:+.1f}", "", "", ""] if la and lb else [""] * 4
-            rows.append(row)
-    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
-    lines = ["  ".join(h.ljust(widths[i]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in rows:
-        lines.append("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+        row += _fmt_latency(r.get("latency")) or ["-"] * 4
+    return row
 
-    lines.append("")
+
+def _difference_row(r: dict, b: dict, with_latency: bool) -> list[str]:
+    """The +IDR result minus its baseline `b` at the same input size."""
+    def module_gflops(result: dict, name: str) -> float:
+        return result["flops"]["by_module"].get(name, 0) / 1e9
+
+    row = [
+        f"  IDR - {b['variant']}",
+        "x".join(map(str, r["input_size"])),
+        f"{r['params']['total_m'] - b['params']['total_m']:+.2f}",
+        f"{r['params']['trainable_m'] - b['params']['trainable_m']:+.2f}",
+        f"{r['flops']['gflops'] - b['flops']['gflops']:+.2f}",
+        f"{module_gflops(r, 'backbone') - module_gflops(b, 'backbone'):+.2f}",
+        f"{module_gflops(r, 'head') - module_gflops(b, 'head'):+.2f}",
+        "",
+    ]
+    if with_latency:
+        la, lb = r.get("latency"), b.get("latency")
+        row += [f"{la['median_ms'] - lb['median_ms']:+.1f}", "", "", ""] if la and lb else [""] * 4
+    return row
+
+
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Header, rule and rows; the first column left-aligned, the others right-aligned."""
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))
+
+    return [line(header), "  ".join("-" * w for w in widths), *(line(row) for row in rows)]
+
+
+def _footer(results: list[dict], with_latency: bool) -> list[str]:
+    """What the figures mean: backbone, skipped operators, latency protocol, environment."""
     first = results[0]
-    lines.append(
+    lines = [
         f"backbone {first['backbone']} (output stride {first['output_stride']}), {first['num_classes']} classes; "
         f"FLOPs by fvcore, 1 fused multiply-add = 1 flop, eval-mode forward (aux head not run)"
-    )
+    ]
     skipped: dict[tuple[str, tuple], list[str]] = {}
     for r in results:
         ops = tuple(r["flops"]["unsupported_ops"].items())
@@ -343,7 +345,22 @@ def format_table(results: list[dict]) -> str:
         f"env: {env['device']} ({env['device_name']}), python {env['python']}, torch {env['torch']}{extra}, "
         f"timm {env['timm']}, fvcore {env['fvcore']}"
     )
-    return "\n".join(lines)
+    return lines
+
+
+def format_table(results: list[dict]) -> str:
+    """A plain-text table of the results (and +IDR minus baseline), then what the figures mean."""
+    with_latency = any("latency" in r for r in results)
+    header = ["model", "input", "params M", "trainable M", "GFLOPs", "backbone", "head", "aux (unused)"]
+    if with_latency:
+        header += ["median ms", "p90 ms", "img/s", "peak MiB"]
+    rows = [_result_row(r, with_latency) for r in results]
+    base = {(r["framework"], tuple(r["input_size"])): r for r in results if not r["idr"]}
+    for r in results:
+        b = base.get((r["framework"], tuple(r["input_size"])))
+        if r["idr"] and b is not None:
+            rows.append(_difference_row(r, b, with_latency))
+    return "\n".join([*_aligned(header, rows), "", *_footer(results, with_latency)])
 
 
 # -------------------------------------------------------------------------------------- CLI

@@ -299,15 +299,8 @@ def build_backbone(
         # the only source timm may use is this file: no hub id, no url
         kwargs["pretrained_cfg_overlay"] = {"file": str(weights), "hf_hub_id": None, "url": None, "source": ""}
 
-    cfg = timm.models.get_pretrained_cfg(arch)
     is_swin = timm.models.is_model_in_modules(arch, ["swin_transformer"])
-    optional: dict = {}
-    if output_stride != 32:
-        optional["output_stride"] = output_stride
-    if is_swin or (cfg is not None and cfg.fixed_input_size):
-        optional["dynamic_img_size"] = True  # accept input sizes other than the pretraining size
-    if is_swin:
-        optional["always_partition"] = True
+    optional = _optional_kwargs(arch, output_stride, is_swin)
     if drop_path_rate > 0:
         kwargs["drop_path_rate"] = drop_path_rate
 
@@ -328,21 +321,36 @@ def build_backbone(
     channels = list(body.feature_info.channels())
     if len(channels) != 4:
         raise ValueError(f"backbone {name!r} gives {len(channels)} feature levels; four are needed")
-    if output_stride != 32:
-        if "output_stride" not in used:
-            logger.info(
-                "backbone %s: output_stride=%d ignored (it has fixed strides %s)", arch, output_stride, strides
-            )
-        elif strides[-1] != output_stride:
-            logger.warning(
-                "backbone %s: asked for output_stride=%d, its strides are %s", arch, output_stride, strides
-            )
-
+    _log_output_stride(arch, output_stride, strides, "output_stride" in used)
     nhwc = str(getattr(body, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC")
-    pad_multiple = 1
+    return Backbone(body, arch, channels, strides, nhwc=nhwc, pad_multiple=_pad_multiple(body), out_norms=is_swin)
+
+
+def _optional_kwargs(arch: str, output_stride: int, is_swin: bool) -> dict:
+    """timm arguments a model may not accept (`_create` drops those it refuses)."""
+    cfg = timm.models.get_pretrained_cfg(arch)
+    optional: dict = {}
+    if output_stride != 32:
+        optional["output_stride"] = output_stride
+    if is_swin or (cfg is not None and cfg.fixed_input_size):
+        optional["dynamic_img_size"] = True  # accept input sizes other than the pretraining size
+    if is_swin:
+        optional["always_partition"] = True
+    return optional
+
+
+def _log_output_stride(arch: str, output_stride: int, strides: list[int], accepted: bool) -> None:
+    if output_stride == 32:
+        return
+    if not accepted:
+        logger.info("backbone %s: output_stride=%d ignored (it has fixed strides %s)", arch, output_stride, strides)
+    elif strides[-1] != output_stride:
+        logger.warning("backbone %s: asked for output_stride=%d, its strides are %s", arch, output_stride, strides)
+
+
+def _pad_multiple(body: nn.Module) -> int:
+    """Input sides must be a multiple of this (a patch embedding without dynamic padding), else 1."""
     for module in body.modules():
         if isinstance(module, PatchEmbed):
-            if not module.dynamic_img_pad:
-                pad_multiple = max(module.patch_size)
-            break
-    return Backbone(body, arch, channels, strides, nhwc=nhwc, pad_multiple=pad_multiple, out_norms=is_swin)
+            return 1 if module.dynamic_img_pad else max(module.patch_size)
+    return 1
