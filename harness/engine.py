@@ -155,7 +155,7 @@ def run_cells(
     payloads: dict[str, dict] = {}
     records: dict[str, dict] = {}
     logs: dict[str, Any] = {}
-    events = CellEventWriters({cell_id: cell_dir(results_dir, cell) for cell_id, cell in by_id.items()})
+    event_files = CellEventWriters({cell_id: cell_dir(results_dir, cell) for cell_id, cell in by_id.items()})
 
     def log_line(cell_id: str, line: str) -> None:
         handle = logs.get(cell_id)
@@ -175,8 +175,8 @@ def run_cells(
         records[cell_id] = record
         log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
         board.finish(cell_id, record["metrics"]["mIoU"])
-        events.scalars(cell_id, cell.train.iterations, evaluation_scalars(payloads[cell_id]["metrics"]))
-        events.close(cell_id)
+        event_files.scalars(cell_id, cell.train.iterations, evaluation_scalars(payloads[cell_id]["metrics"]))
+        event_files.close(cell_id)
 
     def handle(events: list[tuple[str, str, Any]]) -> None:
         for cell_id, kind, payload in events:
@@ -185,7 +185,7 @@ def run_cells(
             elif kind == "progress":
                 board.progress(cell_id, *payload)
             elif kind == "scalars":
-                events.scalars(cell_id, *payload)
+                event_files.scalars(cell_id, *payload)
             elif kind == "result":
                 payloads[cell_id] = payload
             elif kind == "started":
@@ -230,5 +230,5 @@ def run_cells(
             board.finish(cell_id, None, status="failed", error=error)
     for handle_ in logs.values():
         handle_.close()
-    events.close()
+    event_files.close()
     return records
