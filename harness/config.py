@@ -1,15 +1,17 @@
 """Experiment files: the one config object, its validation and `--set` overrides.
 
 An experiment file is YAML with the sections of :class:`Experiment`. It is validated
-completely before any work starts; the first problem is reported as one line
+completely before any work starts; every problem is reported, one line each, e.g.
 
-    experiments/x.yaml: model.backbne: unknown key; allowed: backbone, feats_channels, ...
+    experiments/x.yaml: model.backbne: unknown key; did you mean model.backbone?
+    experiments/x.yaml: train.lr: Input should be greater than 0 (got -1)
 
 and the caller exits with status 2 (:class:`ConfigError`).
 """
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 from pathlib import Path
 from typing import Any, Literal
@@ -262,10 +264,11 @@ def _cell_sections(exp: Experiment, keys: dict[str, Any], assignment: dict[str, 
     sections = {}
     for name in CELL_SECTIONS:
         try:
-            sections[name] = type(getattr(exp, name)).model_validate(raw[name])
+            section = type(getattr(exp, name))
+            sections[name] = section.model_validate(raw[name])
         except ValidationError as err:
             where = f"cell {keys['framework']}/{keys['dataset']}: {name}"
-            raise ValueError(format_validation_error(where, err).replace(f"{where}: ", f"{where}.", 1)) from None
+            raise ValueError(format_validation_error(where, err, section).replace(f"{where}: ", f"{where}.")) from None
     return sections
 
 
@@ -299,9 +302,9 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc)
 
 
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+def _allowed_keys(loc: tuple[Any, ...], root: type[BaseModel]) -> list[str]:
     """Field names of the model section that `loc` (ending in the bad key) lives in."""
-    model: type[BaseModel] = Experiment
+    model = root
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
@@ -310,19 +313,52 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(model.model_fields)
 
 
-def format_validation_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
+def _near_miss(key: str, allowed: list[str]) -> str | None:
+    """The allowed key `key` is most likely a misspelling of, if any is close enough."""
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _near_misses(errors: list[dict], root: type[BaseModel]) -> dict[tuple[Any, ...], str]:
+    """Location of each unknown key -> the allowed key it is close to (same section)."""
+    found = {}
+    for error in errors:
+        loc = tuple(error["loc"])
+        if error["type"] == "extra_forbidden" and loc:
+            guess = _near_miss(str(loc[-1]), _allowed_keys(loc, root))
+            if guess is not None:
+                found[loc] = guess
+    return found
+
+
+def _error_line(source: str, error: dict, near_misses: dict[tuple[Any, ...], str], root: type[BaseModel]) -> str:
+    loc = tuple(error["loc"])
     key = _format_loc(loc) or "<top>"
-    if first["type"] == "extra_forbidden":
-        allowed = _allowed_keys(loc)
-        return f"{source}: {key}: unknown key; allowed: {', '.join(allowed)}"
-    if first["type"] == "missing":
+    if error["type"] == "extra_forbidden":
+        guess = near_misses.get(loc)
+        if guess is not None:
+            return f"{source}: {key}: unknown key; did you mean {_format_loc((*loc[:-1], guess))}?"
+        return f"{source}: {key}: unknown key; allowed: {', '.join(_allowed_keys(loc, root))}"
+    if error["type"] == "missing":
         return f"{source}: {key}: required key is missing"
-    msg = first["msg"].removeprefix("Value error, ")
-    got = first.get("input")
-    got_text = "" if first["type"] == "value_error" or isinstance(got, (dict, list)) else f" (got {got!r})"
+    msg = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    got_text = "" if error["type"] == "value_error" or isinstance(got, (dict, list)) else f" (got {got!r})"
     return f"{source}: {key}: {msg}{got_text}"
+
+
+def format_validation_error(source: str, err: ValidationError, root: type[BaseModel] = Experiment) -> str:
+    """Every problem, one line each, the key path as written. A required key reported missing
+    while a near-miss of it was written is left out: the near-miss line says what to type."""
+    errors = err.errors()
+    near_misses = _near_misses(errors, root)
+    written_for = {(*loc[:-1], guess) for loc, guess in near_misses.items()}
+    lines = [
+        _error_line(source, error, near_misses, root)
+        for error in errors
+        if not (error["type"] == "missing" and tuple(error["loc"]) in written_for)
+    ]
+    return "\n".join(dict.fromkeys(lines))
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> dict[str, Any]:

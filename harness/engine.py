@@ -8,6 +8,7 @@ travel through the hub.)
 """
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 import time
@@ -25,6 +26,7 @@ from ray.train.torch import TorchTrainer
 from harness.config import Cell
 from harness.progress import Board
 from harness.records import cell_dir, store_cell
+from harness.tblog import CellEventWriters, evaluation_scalars
 from harness.train import checkpoint_name, latest_checkpoint, run_cell
 
 
@@ -69,6 +71,9 @@ class HubReporter:
 
     def progress(self, cell_id: str, stage: str, step: int, total: int, loss: float | None) -> None:
         self.hub.post.remote(cell_id, "progress", (stage, step, total, loss))
+
+    def scalars(self, cell_id: str, step: int, values: dict[str, float]) -> None:
+        self.hub.post.remote(cell_id, "scalars", (step, values))
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -150,6 +155,7 @@ def run_cells(
     payloads: dict[str, dict] = {}
     records: dict[str, dict] = {}
     logs: dict[str, Any] = {}
+    event_files = CellEventWriters({cell_id: cell_dir(results_dir, cell) for cell_id, cell in by_id.items()})
 
     def log_line(cell_id: str, line: str) -> None:
         handle = logs.get(cell_id)
@@ -169,6 +175,8 @@ def run_cells(
         records[cell_id] = record
         log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
         board.finish(cell_id, record["metrics"]["mIoU"])
+        event_files.scalars(cell_id, cell.train.iterations, evaluation_scalars(payloads[cell_id]["metrics"]))
+        event_files.close(cell_id)
 
     def handle(events: list[tuple[str, str, Any]]) -> None:
         for cell_id, kind, payload in events:
@@ -176,6 +184,8 @@ def run_cells(
                 log_line(cell_id, payload)
             elif kind == "progress":
                 board.progress(cell_id, *payload)
+            elif kind == "scalars":
+                event_files.scalars(cell_id, *payload)
             elif kind == "result":
                 payloads[cell_id] = payload
             elif kind == "started":
@@ -186,6 +196,9 @@ def run_cells(
                 log_line(cell_id, "failed:\n" + payload)
                 board.finish(cell_id, None, status="failed", error=_short_error(payload))
 
+    # the driver writes each cell's event files (harness/tblog.py); Ray Tune's own CSV/JSON/TensorBoard
+    # loggers would only add an empty trial folder and print a TensorBoard hint pointing at it
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     tuner = tune.Tuner(
         tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES}),
         param_space={
@@ -217,4 +230,5 @@ def run_cells(
             board.finish(cell_id, None, status="failed", error=error)
     for handle_ in logs.values():
         handle_.close()
+    event_files.close()
     return records

@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from harness.engine import run_cells
     from harness.progress import Board
     from harness.records import completed_record
-    from harness.tables import write_tables
+    from harness.tables import write_tables_brief
 
     results_dir = Path(args.results) / exp.name
     todo = [c for c in cells if args.rerun or completed_record(results_dir, c) is None]
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(board.summary())
     console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
     if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):
-        print(write_tables(results_dir))
+        print(write_tables_brief(results_dir))
     return 1 if board.counts()["failed"] else 0
 
 

@@ -975,6 +975,20 @@ def write_tables(results_dir: Path, index: dict | None = None) -> str:
     return "\n".join(parts)
 
 
+def write_tables_brief(results_dir: Path, index: dict | None = None) -> str:
+    """Write every table (as :func:`write_tables`); return the experiment's main table
+    (`table.md`: baseline vs +IDR and the focus classes) and where all tables were written."""
+    results_dir = Path(results_dir)
+    write_tables(results_dir, index)
+    out_dir = results_dir / TABLES_DIR
+    names = ", ".join(sorted(path.stem for path in out_dir.glob("*.md")))
+    return (
+        (results_dir / "table.md").read_text().rstrip()
+        + f"\n\nmain table: {results_dir / 'table.md'} (and table.csv)"
+        + f"\npaper-layout tables ({names}): {out_dir}/<name>.md, .tex, .csv"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", type=Path, help="results/<experiment>")

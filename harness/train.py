@@ -31,6 +31,7 @@ from harness.data import SegmentationDataset, build_dataset
 from harness.evaluate import evaluate, protocol_kwargs
 from harness.measure import count_flops
 from harness.optim import build_optimizer, lr_at
+from harness.tblog import training_scalars
 from models import build_segmentor
 
 MODEL_FILE = "model.pt"
@@ -40,6 +41,9 @@ class Reporter(Protocol):
     def log(self, cell_id: str, line: str) -> None: ...
 
     def progress(self, cell_id: str, stage: str, step: int, total: int, loss: float | None) -> None: ...
+
+    def scalars(self, cell_id: str, step: int, values: dict[str, float]) -> None:
+        """TensorBoard scalars of a log interval (harness/tblog.py); the driver writes them."""
 
     def restore(self) -> Path | None:
         """The checkpoint directory to resume from, if any."""
@@ -60,6 +64,9 @@ class PrintReporter:
             print(f"[{cell_id}] {line}", flush=True)
 
     def progress(self, cell_id: str, stage: str, step: int, total: int, loss: float | None) -> None:
+        pass
+
+    def scalars(self, cell_id: str, step: int, values: dict[str, float]) -> None:
         pass
 
     def restore(self) -> Path | None:
@@ -279,6 +286,7 @@ def run_cell(
             log(f"iter {step}/{total} lr {lr:.2e} loss {mean_loss:.4f} ({parts}) {time.perf_counter() - start:.1f}s")
             if rank == 0:
                 reporter.progress(cell_id, "train", step, total, mean_loss)
+                reporter.scalars(cell_id, step, training_scalars(means, lr, net))
             running, steps_since_log = {}, 0
         interval = cell.train.checkpoint_interval
         if interval and step % interval == 0 and step < total:

@@ -2,7 +2,7 @@ import pytest
 
 from harness.config import ConfigError, apply_override, expand_cells, load_experiment
 from harness.run import main
-from tests.conftest import tiny_experiment
+from tests.conftest import REPO, tiny_experiment
 
 
 def test_valid_experiment_expands_to_cells(write_experiment):
@@ -20,8 +20,10 @@ def test_valid_experiment_expands_to_cells(write_experiment):
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("model.backbne=resnet18", "model.backbne: unknown key; allowed: backbone, pretrained"),
-        ("trian.lr=0.1", "trian: unknown key; allowed: name, description, grid, model, train"),
+        ("model.backbne=resnet18", "model.backbne: unknown key; did you mean model.backbone?"),
+        ("model.zzz=1", "model.zzz: unknown key; allowed: backbone, pretrained"),
+        ("trian.lr=0.1", "trian: unknown key; did you mean train?"),
+        ("zzz.lr=0.1", "zzz: unknown key; allowed: name, description, grid, model, train"),
         ("train.iterations=many", "train.iterations: Input should be a valid integer"),
         ("grid.frameworks=[fcnn]", "grid.frameworks: unknown framework 'fcnn'; allowed: fcn"),
         ("grid.datasets=[ade21k]", "grid.datasets: unknown dataset 'ade21k'; allowed: "),
@@ -200,3 +202,40 @@ def test_drop_path_reaches_the_backbone():
                                                          aux_channels=8))
     rates = [m.drop_prob for m in model.modules() if type(m).__name__ == "DropPath"]
     assert rates and max(rates) == pytest.approx(0.2)
+
+
+def test_misspelt_required_key_is_named_as_written(write_experiment):
+    exp = tiny_experiment("t")
+    exp["train"]["iteratons"] = exp["train"].pop("iterations")
+    with pytest.raises(ConfigError) as info:
+        load_experiment(write_experiment(exp))
+    path = write_experiment(exp)
+    assert str(info.value) == f"{path}: train.iteratons: unknown key; did you mean train.iterations?"
+
+
+def test_every_problem_at_once_one_line_each(write_experiment, capsys):
+    exp = tiny_experiment("t", model={"backbne": "resnet18", "dropout": 2.0})
+    exp["train"]["iteratons"] = exp["train"].pop("iterations")
+    exp["train"]["lr"] = -1
+    exp["scaling"] = {"num_workerz": 2, "frobnicate": 1}
+    path = write_experiment(exp)
+    assert main([str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert sorted(lines) == sorted([
+        f"error: {path}: model.backbne: unknown key; did you mean model.backbone?",
+        f"error: {path}: model.dropout: Input should be less than 1 (got 2.0)",
+        f"error: {path}: train.iteratons: unknown key; did you mean train.iterations?",
+        f"error: {path}: train.lr: Input should be greater than 0 (got -1)",
+        f"error: {path}: scaling.num_workerz: unknown key; did you mean scaling.num_workers?",
+        f"error: {path}: scaling.frobnicate: unknown key; allowed: num_workers, use_gpu, cpus_per_worker, "
+        "max_concurrent_cells",
+    ])
+
+
+def test_config_module_imports_neither_torch_nor_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, harness.config; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.strip() == "[]"

@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import ttest_rel
 
 from harness import reference as ref
-from harness.tables import build_tables, main, protocol_of, write_tables
+from harness.tables import build_tables, main, protocol_of, write_tables, write_tables_brief
 from harness.records import find_records
 
 # ------------------------------------------------------------------- record factory
@@ -395,3 +395,15 @@ def test_a_framework_outside_the_paper_gets_its_own_flagged_row(results):
     m2f = cells(ade[-1])
     assert m2f["framework"].startswith("Mask2Former †") and m2f["gain"] == "+1.00" and m2f["paper +IDR"] == "—"
     assert "not in the paper's table" in detail.footnotes[0]
+
+
+def test_brief_output_is_the_main_table_and_where_the_rest_went(results):
+    make_record(results, "fcn", "ade20k", idr=False, seed=0, miou=36.0)
+    make_record(results, "fcn", "ade20k", idr=True, seed=0, miou=43.0)
+    brief = write_tables_brief(results)
+    assert brief.startswith((results / "table.md").read_text().rstrip())
+    assert "| fcn | ade20k | resnet50c | 36.00 |" in brief
+    names = sorted(path.stem for path in (results / "tables").glob("*.tex"))
+    assert names == ["complexity", "focus_classes", "frameworks", "frameworks_overview", "quickstart", "sota"]
+    assert f"paper-layout tables ({', '.join(names)}): {results / 'tables'}/<name>.md, .tex, .csv" in brief
+    assert "Swin" not in brief and "GFLOPs" not in brief  # the sota and complexity tables stay in their files

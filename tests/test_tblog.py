@@ -1,0 +1,102 @@
+"""TensorBoard scalars: computed by the training loop, written by the driver, read back from the events."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from harness.config import load_experiment
+from harness.run import resolve_cells
+from harness.tblog import (
+    CellEventWriters,
+    evaluation_scalars,
+    pick_count_entropy,
+    read_scalars,
+    relation_scalars,
+)
+from harness.train import PrintReporter, run_cell
+from tests.conftest import tiny_experiment
+
+
+class ScalarsReporter(PrintReporter):
+    def __init__(self) -> None:
+        super().__init__(quiet=True)
+        self.reported: list[tuple[int, dict[str, float]]] = []
+
+    def scalars(self, cell_id: str, step: int, values: dict[str, float]) -> None:
+        self.reported.append((step, values))
+
+
+def test_pick_count_entropy_is_one_when_uniform_and_small_when_concentrated():
+    assert pick_count_entropy(torch.full((5,), 7.0)) == pytest.approx(1.0)
+    assert pick_count_entropy(torch.tensor([1000.0, 1e-6, 1e-6, 1e-6])) < 0.01
+    two_of_four = -2 * 0.5 * math.log(0.5) / math.log(4)
+    assert pick_count_entropy(torch.tensor([3.0, 3.0, 0.0, 0.0])) == pytest.approx(two_of_four)
+
+
+def test_relation_scalars_by_hand():
+    head = torch.nn.Module()
+    head.register_buffer("relations_mean", torch.tensor([[1.0, -0.5], [0.25, 1.0]]))
+    head.register_buffer("relations_var", torch.eye(2))
+    head.register_buffer("pick_counts", torch.tensor([2.0, 2.0]))
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 1, 1), head)
+    stats = relation_scalars(model)
+    assert stats["idr/relations_mean_abs"] == pytest.approx(2.75 / 4)
+    assert stats["idr/relations_mean_offdiag_abs"] == pytest.approx(0.375)
+    assert stats["idr/relations_var_offdiag_abs"] == 0.0
+    assert stats["idr/pick_count_entropy"] == pytest.approx(1.0)
+    assert relation_scalars(torch.nn.Conv2d(1, 1, 1)) == {}
+
+
+def test_training_scalars_written_and_read_back(write_experiment, tmp_path):
+    exp = tiny_experiment("tb", grid={"idr": [True]}, train={"iterations": 4, "batch_size": 4, "log_interval": 2})
+    cell = resolve_cells(load_experiment(write_experiment(exp)))[0]
+    reporter = ScalarsReporter()
+    payload = run_cell(cell, reporter)
+    assert [step for step, _ in reporter.reported] == [2, 4]
+    first = reporter.reported[0][1]
+    assert {"loss/total", "loss/stage1", "loss/stage2", "lr", "grad_norm", "idr/relations_mean_abs",
+            "idr/pick_count_entropy"} <= set(first)
+    assert first["loss/total"] == pytest.approx(sum(v for k, v in first.items() if k.startswith("loss/") and k != "loss/total"))
+    assert first["grad_norm"] > 0 and 0 < first["idr/pick_count_entropy"] <= 1
+
+    folder = tmp_path / "results" / "cells" / cell.cell_id
+    writers = CellEventWriters({cell.cell_id: folder})
+    for step, values in reporter.reported:
+        writers.scalars(cell.cell_id, step, values)
+    writers.scalars(cell.cell_id, 4, evaluation_scalars(payload["metrics"]))
+    writers.close()
+    events = read_scalars(folder)
+    for step, values in reporter.reported:
+        for tag, value in values.items():
+            assert dict(events[tag])[step] == pytest.approx(value, rel=1e-6)
+    assert events["val/mIoU"] == [(4, pytest.approx(payload["metrics"]["mIoU"], rel=1e-6))]
+    boat = payload["metrics"]["per_class_iou"]["boat"]
+    assert ("val_iou/boat" in events) == (not math.isnan(boat))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_every_cell_writes_events_through_ray(ray_session, write_experiment, tmp_path, capfd):
+    from harness.run import main
+
+    exp = tiny_experiment("tbray", train={"iterations": 2, "batch_size": 4, "log_interval": 1})
+    results = tmp_path / "results"
+    assert main([str(write_experiment(exp)), "--results", str(results)]) == 0
+    out, err = capfd.readouterr()
+    assert "tensorboard --logdir" not in out + err  # Ray Tune's hint at its own (empty) folder
+    cells = sorted((results / "tbray" / "cells").iterdir())
+    assert [c.name for c in cells] == ["fcn+idr_context_scenes_resnet18_s0", "fcn_context_scenes_resnet18_s0"]
+    for cell in cells:
+        events = read_scalars(cell)
+        assert [step for step, _ in events["loss/total"]] == [1, 2] and [s for s, _ in events["lr"]] == [1, 2]
+        assert events["grad_norm"][0][1] > 0
+        assert ("idr/pick_count_entropy" in events) == cell.name.startswith("fcn+idr")
+        record = json.loads((cell / "record.json").read_text())
+        assert events["val/mIoU"] == [(2, pytest.approx(record["metrics"]["mIoU"], rel=1e-6))]
+    assert not list((results / "tbray" / "_ray").rglob("events.out.tfevents.*"))
+    # the end of the run: the summary, the main table, where the paper-layout tables are
+    assert "baseline mIoU" in out and "paper-layout tables (" in out and str(results / "tbray" / "tables") in out
+    assert "Swin" not in out
