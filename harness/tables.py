@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable
 
 from harness import reference as ref
 from harness.cli import Parser, parse_or_exit
-from harness.records import find_records
+from harness.records import find_records, label_protocol_of
 
 MISSING = "—"
 TABLES_DIR = "tables"
@@ -71,7 +71,7 @@ IGNORED_KEYS = (
 IGNORED_PREFIXES = ("scaling.",)
 # keys that only depend on the dataset (a row of the frameworks table spans datasets)
 DATASET_KEYS_PREFIXES = ("data_options.", "crop_size")
-DATASET_KEYS = ("eval.split",)
+DATASET_KEYS = ("eval.split", "label_protocol")
 EVAL_PROTOCOL_KEYS = ("eval.mode", "eval.flip", "eval.scales", "eval.crop_size", "eval.stride", "eval.probs_before_resize")
 
 
@@ -146,6 +146,9 @@ def record_values(record: dict) -> dict[str, Any]:
     _flatten(merged, "", flat)
     flat = {k: v for k, v in flat.items() if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)}
     flat["crop_size"] = _crop_size(record)
+    # the label protocol the record was scored under (its option's default changed: read the record's)
+    flat.pop("data_options.protocol", None)
+    flat["label_protocol"] = label_protocol_of(record)
     return flat
 
 

@@ -27,6 +27,10 @@ class DatasetSpec:
     default_options: dict[str, Any] = field(default_factory=dict)
     prepare_hint: str = ""
     read_label: Callable[[Path], np.ndarray] | None = None  # default: single-channel PNG
+    # options -> a reader returning train ids (read, checked, decoded); replaces read_label and
+    # decode_label when the label mapping depends on an option (e.g. coco_stuff10k's protocol)
+    label_reader_for: Callable[[dict[str, Any]], Callable[[Path], np.ndarray]] | None = None
+    check_options: Callable[[dict[str, Any]], None] | None = None  # ValueError naming a bad option value
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
@@ -66,6 +70,9 @@ def validate_options(name: str, options: dict[str, Any]) -> None:
         expected = type(defaults[key])
         if defaults[key] is not None and not isinstance(value, expected):
             raise ValueError(f"{name}.{key}: expected {expected.__name__}, got {value!r}")
+    check = get_spec(name).check_options
+    if check is not None:
+        check(options)
 
 
 def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +96,9 @@ def build_dataset(
     if not samples:
         raise DataError(f"{name}: split {split!r} under {root} has no samples. {spec.prepare_hint}")
     pipeline = TrainPipeline(card, seed) if train else TestPipeline(card)
+    if spec.label_reader_for is not None:
+        reader = spec.label_reader_for({k: v for k, v in opts.items() if k not in CARD_OPTIONS})
+        return SegmentationDataset(samples, card, pipeline, None, reader)
     return SegmentationDataset(samples, card, pipeline, spec.decode_label, spec.read_label or read_label_png)
 
 
