@@ -33,12 +33,12 @@ from tests.test_real_datasets import (
 ssseg_datasets = pytest.importorskip(
     "ssseg.modules.datasets", reason="sssegmentation==1.7.0 is not importable: pip install -e '.[test]'"
 )
-from ssseg.modules.datasets.ade20k import ADE20kDataset  # noqa: E402
-from ssseg.modules.datasets.cityscapes import CityScapesDataset  # noqa: E402
-from ssseg.modules.datasets.coco import COCOStuff10kDataset  # noqa: E402
-from ssseg.modules.datasets.lip import LIPDataset  # noqa: E402
-from ssseg.modules.datasets.pipelines import Evaluation  # noqa: E402
-from ssseg.modules.datasets.voc import PascalContext59Dataset  # noqa: E402
+from ssseg.modules.datasets.ade20k import ADE20kDataset
+from ssseg.modules.datasets.cityscapes import CityScapesDataset
+from ssseg.modules.datasets.coco import COCOStuff10kDataset
+from ssseg.modules.datasets.lip import LIPDataset
+from ssseg.modules.datasets.pipelines import Evaluation
+from ssseg.modules.datasets.voc import PascalContext59Dataset
 
 IGNORE = 255
 
