@@ -20,6 +20,7 @@ from harness.data import dataset_card
 
 RECORD_NAME = "record.json"
 FINAL_MODEL = "model.pt"
+RELEASED = "released model"  # provenance.kind of a record that scores a released checkpoint (no training)
 SCHEMA_VERSION = 1
 _VERSIONED = ("torch", "torchvision", "timm", "ray", "numpy", "pydantic", "fvcore")
 
@@ -141,6 +142,12 @@ def read_record(path: Path) -> dict:
 
 def find_records(results_dir: Path) -> list[dict]:
     return [read_record(p) for p in sorted(Path(results_dir).glob(f"cells/*/{RECORD_NAME}"))]
+
+
+def is_released(record: dict) -> bool:
+    """Whether a record scores a released checkpoint (`harness.evaluate --checkpoint`) rather than a model
+    trained here."""
+    return (record.get("provenance") or {}).get("kind") == RELEASED
 
 
 def label_protocol_of(record: dict) -> str:
