@@ -18,18 +18,28 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import hashlib
+import pickle
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from harness.config import Cell, ConfigError, DataConfig, EvalConfig, Strict, expand_cells, format_validation_error
-from harness.config import load_experiment
+from harness.config import (
+    Cell,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    Strict,
+    expand_cells,
+    format_validation_error,
+    load_experiment,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 LIST_KIND = "released_models"  # `kind:` of a released-models file (not an experiment)
@@ -98,7 +108,7 @@ def load_state(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a model.pt in our format ({"model": state dict}); weights only, no code."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refusals, truncated files, foreign formats
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, AttributeError, TypeError) as exc:
         raise ReleasedError(f"{path}: cannot load with weights_only=True ({' '.join(str(exc).split())[:200]})") from None
     state = saved.get("model") if isinstance(saved, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -208,7 +218,7 @@ class ReleasedModel(Strict):
     path: str | None = Field(default=None, description="local path; default <weights_dir>/<file>")
 
     @model_validator(mode="after")
-    def _known(self) -> "ReleasedModel":
+    def _known(self) -> ReleasedModel:
         from harness.data import dataset_names
         from models.registry import all_framework_names
 
