@@ -93,10 +93,11 @@ def _write_id_list(path: Path, ids: list[str]) -> None:
 
 def test_ade20k_matches_the_official_dataset(tmp_path):
     base = write_ade20k(tmp_path)
-    _write_id_list(base / "val.txt", sorted(p.stem for p in (base / "images" / "validation").glob("*.jpg")))
-    official = _official(ADE20kDataset, tmp_path / "ade20k", "val")
+    for split, folder in (("train", "training"), ("val", "validation")):
+        _write_id_list(base / f"{split}.txt", sorted(p.stem for p in (base / "images" / folder).glob("*.jpg")))
+        official = _official(ADE20kDataset, tmp_path / "ade20k", split)
+        _assert_same_labels(_our_labels("ade20k", tmp_path, split), _official_labels(official))
     _assert_same_classes(data.dataset_card("ade20k").class_names, official.classnames)
-    _assert_same_labels(_our_labels("ade20k", tmp_path, "val"), _official_labels(official))
 
 
 def test_cityscapes_matches_the_official_dataset(tmp_path):
@@ -114,32 +115,33 @@ def test_lip_matches_the_official_dataset(tmp_path):
     base = write_lip(tmp_path)
     official_root = tmp_path / "official_lip"  # the official layout: <root>/val_images, val_segmentations, val_id.txt
     official_root.mkdir()
-    os.symlink(base / "TrainVal_images" / "val_images", official_root / "val_images")
-    os.symlink(base / "TrainVal_parsing_annotations" / "val_segmentations", official_root / "val_segmentations")
-    os.symlink(base / "TrainVal_images" / "val_id.txt", official_root / "val_id.txt")
-    official = _official(LIPDataset, official_root, "val")
+    for split in ("train", "val"):
+        os.symlink(base / "TrainVal_images" / f"{split}_images", official_root / f"{split}_images")
+        os.symlink(base / "TrainVal_parsing_annotations" / f"{split}_segmentations", official_root / f"{split}_segmentations")
+        os.symlink(base / "TrainVal_images" / f"{split}_id.txt", official_root / f"{split}_id.txt")
+        official = _official(LIPDataset, official_root, split)
+        _assert_same_labels(_our_labels("lip", tmp_path, split), _official_labels(official))
     _assert_same_classes(data.dataset_card("lip").class_names, official.classnames)
-    _assert_same_labels(_our_labels("lip", tmp_path, "val"), _official_labels(official))
 
 
 @pytest.mark.parametrize("protocol", ["paper", "annotated"])
 def test_coco_stuff10k_protocols_against_the_official_dataset(tmp_path, protocol):
     write_coco_stuff10k(tmp_path)
-    official = _official(COCOStuff10kDataset, tmp_path / "coco_stuff10k", "test")
-    ours = _our_labels("coco_stuff10k", tmp_path, "test", {"protocol": protocol})
-    theirs = _official_labels(official)
-    if protocol == "paper":  # the official protocol: the same 182 classes, the same train ids
-        _assert_same_classes(data.dataset_card("coco_stuff10k").class_names, official.classnames)
-        _assert_same_labels(ours, theirs)
-        return
-    # annotated: 171 classes; each official train id is ours after dropping the 11 unused ids
-    official_to_ours = np.full(256, IGNORE, dtype=np.uint8)
+    official_to_ours = np.full(256, IGNORE, dtype=np.uint8)  # annotated: the official id minus the 11 unused
     for cid, train_id in coco_stuff.TRAIN_ID.items():
         official_to_ours[cid - 1] = train_id
-    annotated = {path: official_to_ours[label] for path, label in theirs.items()}
-    _assert_same_labels(ours, annotated)
-    kept = [official.classnames[cid - 1] for cid in sorted(coco_stuff.TRAIN_ID)]
-    _assert_same_classes(data.dataset_card("coco_stuff10k", {"protocol": "annotated"}).class_names, kept)
+    for split in ("train", "test"):
+        official = _official(COCOStuff10kDataset, tmp_path / "coco_stuff10k", split)
+        ours = _our_labels("coco_stuff10k", tmp_path, split, {"protocol": protocol})
+        theirs = _official_labels(official)
+        if protocol == "annotated":
+            theirs = {path: official_to_ours[label] for path, label in theirs.items()}
+        _assert_same_labels(ours, theirs)
+    if protocol == "paper":  # the official protocol: the same 182 classes
+        _assert_same_classes(data.dataset_card("coco_stuff10k").class_names, official.classnames)
+    else:
+        kept = [official.classnames[cid - 1] for cid in sorted(coco_stuff.TRAIN_ID)]
+        _assert_same_classes(data.dataset_card("coco_stuff10k", {"protocol": "annotated"}).class_names, kept)
 
 
 def _official_context_pngs(voc: Path, out: Path) -> None:
@@ -168,9 +170,10 @@ def test_pascal_context59_matches_the_official_dataset(tmp_path):
         official_root.mkdir(exist_ok=True)
         os.symlink(voc / sub, official_root / sub)
     _official_context_pngs(voc, official_root / "SegmentationClassContext")
-    official = _official(PascalContext59Dataset, official_root, "val")
+    for split in ("train", "val"):
+        official = _official(PascalContext59Dataset, official_root, split)
+        _assert_same_labels(_our_labels("pascal_context59", tmp_path, split), _official_labels(official))
     _assert_same_classes(data.dataset_card("pascal_context59").class_names, official.classnames)
-    _assert_same_labels(_our_labels("pascal_context59", tmp_path, "val"), _official_labels(official))
 
 
 # ----------------------------------------------------------------------------- averaging
