@@ -310,12 +310,19 @@ def convert_job(job: Job) -> None:
     from harness.convert import ConversionError, convert_file
 
     entry = job.entry
-    job.converted.parent.mkdir(parents=True, exist_ok=True)
+    folder = job.converted.parent
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{job.converted.name}.partial"
     try:
-        convert_file(job.source, job.converted, framework=entry.framework, idr=entry.idr, dataset=entry.dataset,
+        convert_file(job.source, partial, framework=entry.framework, idr=entry.idr, dataset=entry.dataset,
                      backbone=CONVERT_BACKBONES[backbone_family(entry.backbone)])
     except ConversionError as err:
+        partial.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
         raise ReleasedError("\n".join(f"{job.source}: {problem}" for problem in err.problems)) from None
+    partial.replace(job.converted)
 
 
 def print_plan(jobs: list[Job]) -> None:

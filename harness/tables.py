@@ -741,6 +741,9 @@ def frameworks_tables(records: list[dict], index: dict) -> tuple[Table, Table]:
         "the means; paired Δ: +IDR − baseline paired by seed, mean ± std, paired t-test p (— below two pairs).",
         "paper: official model zoo figures (results/reference/paper.csv); — where the paper gives none or "
         "nothing was run. Rows marked † were run with a setting other than the paper's (see the footnote).",
+        ("Label protocol: the official one of each dataset; COCO-Stuff-10k the official 182 classes unless a "
+         "footnote gives label_protocol; (released): a released checkpoint evaluated here (harness.released), "
+         "not trained."),
     ]
     detail = Table("frameworks", "Frameworks with and without IDR, per dataset (mIoU %)", columns, blocks,
                    footnotes=footnotes, legend=legend, label_columns=2, block_column="dataset")

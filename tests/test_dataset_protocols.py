@@ -216,3 +216,22 @@ def test_coco_stuff10k_paper_protocol_counts_predicted_unused_classes():
     ours, official = _scores([pred], [gt], k, coco_stuff.ALL_NAMES)
     assert ours["per_class_iou"]["street sign"] == 0.0
     assert ours["mIoU"] == pytest.approx(100 * float(official["miou"])) == pytest.approx((50 + 100 + 0) / 3)
+
+
+def test_coco_stuff164k_official_decoding_is_not_followed(tmp_path):
+    """sssegmentation's COCOStuffDataset applies the 10k decoding (0 -> ignore, v -> v - 1) to the
+    stuffthingmaps PNGs, whose raw value is already id - 1: person (raw 0) would be ignored and
+    bicycle (raw 1) read as person. We decode the PNGs as published (harness/data/coco_stuff.py)."""
+    from ssseg.modules.datasets.coco import COCOStuffDataset
+
+    png = tmp_path / "000000000139.png"
+    Image.fromarray(np.array([[0, 1, 91, 255]], dtype=np.uint8)).save(png)  # person, bicycle, banner, unlabeled
+    image = tmp_path / "000000000139.jpg"
+    Image.fromarray(np.zeros((1, 4, 3), dtype=np.uint8)).save(image)
+    official = COCOStuffDataset.__new__(COCOStuffDataset)  # read() only: no COCO JSON needed
+    official.mode, official.dataset_cfg = "TEST", {"type": "COCOStuffDataset"}
+    official.ignore_index, official.auto_correct_invalid_seg_target = -100, True
+    theirs = official.read(str(image), str(png))["seg_target"]
+    assert theirs.tolist() == [[-100, 0, 90, -100]]
+    ours = coco_stuff.convert_stuffthingmap(png)
+    assert ours.tolist() == [[0, 1, 80, 255]]  # person, bicycle, banner in the 171 annotated classes

@@ -196,7 +196,7 @@ def test_released_reports_each_conversion_problem(tmp_path, tiny_setting, monkey
     source = tmp_path / "weights" / "idrnet_fcn_tiny.pth"
     assert capsys.readouterr().err.splitlines() == [f"error: {source}: unmatched key decoder.conv.weight",
                                                    f"error: {source}: shape of aux.cls.weight: [150, 512] vs [4, 8]"]
-    assert not list((tmp_path / "results").glob("rel/cells/*"))
+    assert not list((tmp_path / "results").glob("rel/**/*"))
 
 
 def test_run_refuses_the_released_list(capsys):
