@@ -326,7 +326,8 @@ def convert_job(job: Job) -> None:
 
 
 def print_plan(jobs: list[Job]) -> None:
-    print(f"{len(jobs)} released model(s), {sum(len(j.cells) for j in jobs)} evaluation(s)")
+    print(f"{len(jobs)} released model(s), {sum(len(j.cells) for j in jobs)} evaluation(s); "
+          f"table: {jobs[0].converted.parent.parent / 'tables' / (TABLE_NAME + '.md')}")
     for job in jobs:
         state = "present" if job.source.is_file() else f"MISSING (from {job.entry.url})"
         print(f"{job.entry.file}: {state}")
@@ -425,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
+    from harness.tables import write_tables
+
+    write_tables(results_root / listing.name)  # the usual tables too, released rows marked "(released)"
     print(write_released_table(results_root / listing.name))
     return 0
 

@@ -144,7 +144,7 @@ def test_missing_files_fail_fast_naming_each(tmp_path, tiny_setting, capsys):
     assert not (tmp_path / "results").exists()
     assert released.main([str(path), "--dry-run", "--results", str(tmp_path / "results")]) == 0
     out = capsys.readouterr().out
-    assert "2 released model(s), 4 evaluation(s)" in out and "a.pth: MISSING (from https://example.org/a.pth)" in out
+    assert "2 released model(s), 4 evaluation(s); table: " in out and "a.pth: MISSING (from https://example.org/a.pth)" in out
     assert "b.pth: present" in out and "released_fcn+idr_context_scenes_resnet18_s0@whole_flip" in out
     assert not (tmp_path / "results").exists()
     assert released.main([str(path), "--only", "zzz*", "--dry-run"]) == 2
@@ -186,6 +186,8 @@ def test_released_converts_evaluates_and_tabulates(tmp_path, tiny_setting, monke
     assert len(rows) == 2 and all("FCN + IDR" in r for r in rows)
     ss = next(r for r in records if r["cell_id"].endswith("whole_ss"))
     assert f"{ss['metrics']['mIoU']:.2f}" in table and "Released models" in capsys.readouterr().out
+    quick = (tmp_path / "results" / "rel" / "table.md").read_text()  # harness.tables' own tables are written too
+    assert "context_scenes" in quick
 
 
 def test_released_reports_each_conversion_problem(tmp_path, tiny_setting, monkeypatch, capsys):
