@@ -400,6 +400,8 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise ConfigError(f"{source}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    if raw.get("kind") == "released_models":  # experiments/released.yaml: checkpoints to score, nothing to train
+        raise ConfigError(f"{source}: lists released models, not an experiment; run `python -m harness.released {source}`")
     for assignment in overrides:
         raw = apply_override(raw, assignment)
     try:

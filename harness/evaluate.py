@@ -668,7 +668,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m harness.evaluate",
         description="Score a folder of prediction PNGs (pixel = class id, named after the label or image) against a "
-        "dataset split, or evaluate a finished cell's saved model under another test protocol (--cell).",
+        "dataset split, evaluate a finished cell's saved model under another test protocol (--cell), or evaluate a "
+        "released model's checkpoint in our format without training (--checkpoint).",
     )
     pngs = parser.add_argument_group("scoring saved predictions")
     pngs.add_argument("--predictions", default=None,
@@ -684,7 +685,8 @@ def build_parser() -> argparse.ArgumentParser:
     cell = parser.add_argument_group("re-evaluating a finished cell (writes cells/<cell id>@<protocol>/record.json)")
     cell.add_argument("--cell", default=None, help="a finished cell's folder, results/<experiment>/cells/<cell id>")
     cell.add_argument("--protocol", choices=PROTOCOLS, default=None,
-                      help="ss, flip, ms or ms+flip with the paper's scales (0.5-1.75; LIP 0.75-1.25)")
+                      help="ss, flip, ms or ms+flip with the paper's scales (0.5-1.75; LIP 0.75-1.25); "
+                      "--checkpoint: default ss")
     cell.add_argument("--scales", type=float, nargs="+", default=None, help="test-scale ratios (overrides --protocol's)")
     cell.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="average with the mirror image")
     cell.add_argument("--mode", choices=("whole", "slide"), default=None, help="whole image or sliding window")
@@ -695,6 +697,17 @@ def build_parser() -> argparse.ArgumentParser:
     cell.add_argument("--batch-size", type=int, default=None, help="test images per batch")
     cell.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     cell.add_argument("--workers", type=int, default=0, help="data loader workers")
+    released = parser.add_argument_group(
+        "evaluating a released model (writes results/<experiment>/cells/released_<cell id>@<protocol>/record.json)")
+    released.add_argument("--checkpoint", default=None,
+                          help="a model.pt in our format (python -m harness.convert writes one from an official file)")
+    released.add_argument("--framework", default=None, help="its framework (fcn, pspnet, deeplabv3, upernet, ...)")
+    released.add_argument("--idr", action="store_true", help="the model has the IDR head")
+    released.add_argument("--backbone", default="resnet50c", help="resnet50c (default) or swin_large_patch4_window12_384")
+    released.add_argument("--experiment", default="released", help="results/<experiment>/ (default: released)")
+    released.add_argument("--results", default="results", help="results root (default: results)")
+    released.add_argument("--source", default=None, help="the official file it was converted from (provenance)")
+    released.add_argument("--url", default=None, help="where the official file is published (provenance)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     return parser
 
@@ -743,6 +756,29 @@ def _evaluate_cell(args: argparse.Namespace) -> tuple[str, dict, dict]:
     return title, metrics, {"cell": record["cell_id"], "evaluated_from": record["evaluated_from"]}
 
 
+def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[str, dict, dict]:
+    from harness.released import evaluate_checkpoint, setting_cell, with_protocol
+
+    missing = [flag for flag, value in (("--framework", args.framework), ("--dataset", args.dataset)) if value is None]
+    if missing:
+        raise ValueError(f"--checkpoint needs {', '.join(missing)}")
+    try:
+        options = json.loads(args.options) if args.options else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--options: not valid JSON ({exc})") from None
+    cell = setting_cell(args.framework, args.idr, args.dataset, args.backbone, args.experiment, args.root, options)
+    cell = with_protocol(cell, args.protocol or "ss", args.split)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out, record = evaluate_checkpoint(args.checkpoint, cell, device, args.results,
+                                      source=Path(args.source) if args.source else None, url=args.url,
+                                      loader_workers=args.workers)
+    metrics = {**record["metrics"], "per_class_iou": record["per_class_iou"], "per_class_acc": record["per_class_acc"],
+               "num_images": record["num_eval_images"]}
+    title = (f"released model {record['provenance']['source_file']} as {record['cell_id']}, {record['num_eval_images']} "
+             f"{cell.eval.split} images on {device} in {record['eval_time_s']:.1f}s; record {out}")
+    return title, metrics, {"cell": record["cell_id"], "provenance": record["provenance"]}
+
+
 def protocol_tag_of(record: dict) -> str:
     from harness.config import EvalConfig
 
@@ -762,13 +798,18 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         return fail(f"{parser.prog}: error: {err}")
 
-    if (args.cell is None) == (args.predictions is None):
-        return fail("give either --predictions (score saved PNGs) or --cell (re-evaluate a finished cell)")
+    chosen = [flag for flag in ("predictions", "cell", "checkpoint") if getattr(args, flag) is not None]
+    if len(chosen) != 1:
+        return fail("give one of --predictions (score saved PNGs), --cell (re-evaluate a finished cell) or "
+                    "--checkpoint (evaluate a released model)")
+    from harness.released import ReleasedError
+
+    run = {"predictions": _score_folder, "cell": _evaluate_cell, "checkpoint": _evaluate_checkpoint}[chosen[0]]
     try:
-        title, metrics, about = _evaluate_cell(args) if args.cell else _score_folder(args)
+        title, metrics, about = run(args)
     except KeyError as exc:
         return fail(exc.args[0] if exc.args else str(exc))
-    except (ValueError, DataError, PredictionError, CellError) as exc:
+    except (ValueError, DataError, PredictionError, CellError, ReleasedError) as exc:
         return fail(str(exc))
     print(format_report(metrics, title))
     if args.json:

@@ -20,7 +20,8 @@ def _nan_mean(values: list[float]) -> float:
 
 def segmentation_metrics(confusion: torch.Tensor, class_names: list[str] | tuple[str, ...]) -> dict:
     """mIoU and mAcc average the classes that occur in the ground truth or the predictions
-    (a class absent from both has IoU NaN and is left out), as mmsegmentation does; in %."""
+    (a class absent from both has IoU NaN and is left out; one only predicted counts 0), as
+    mmsegmentation and sssegmentation's ``Evaluation`` (nanmean) do; in %."""
     conf = confusion.double()
     tp = conf.diag()
     gt = conf.sum(1)

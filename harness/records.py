@@ -20,6 +20,7 @@ from harness.data import dataset_card
 
 RECORD_NAME = "record.json"
 FINAL_MODEL = "model.pt"
+RELEASED = "released model"  # provenance.kind of a record that scores a released checkpoint (no training)
 SCHEMA_VERSION = 1
 _VERSIONED = ("torch", "torchvision", "timm", "ray", "numpy", "pydantic", "fvcore")
 
@@ -84,6 +85,7 @@ def build_record(cell: Cell, payload: dict, wall_time_s: float) -> dict:
         "per_class_iou": metrics["per_class_iou"],
         "per_class_acc": metrics["per_class_acc"],
         "num_eval_images": metrics["num_images"],
+        "label_protocol": card.label_protocol,
         "focus_classes": list(card.focus_classes),
         "params": payload["params"],
         "complexity": payload.get("complexity", {}),
@@ -142,14 +144,33 @@ def find_records(results_dir: Path) -> list[dict]:
     return [read_record(p) for p in sorted(Path(results_dir).glob(f"cells/*/{RECORD_NAME}"))]
 
 
+def is_released(record: dict) -> bool:
+    """Whether a record scores a released checkpoint (`harness.evaluate --checkpoint`) rather than a model
+    trained here."""
+    return (record.get("provenance") or {}).get("kind") == RELEASED
+
+
+def label_protocol_of(record: dict) -> str:
+    """The label protocol a record was scored under (its dataset card's `label_protocol`).
+
+    Records written before the key existed: coco_stuff10k was then scored on its 171 annotated
+    classes; every other dataset had only its official mapping.
+    """
+    if record.get("label_protocol"):
+        return str(record["label_protocol"])
+    return "annotated (171 classes)" if record.get("dataset") == "coco_stuff10k" else "official"
+
+
 def completed_record(results_dir: Path, cell: Cell) -> dict | None:
-    """The record of a finished cell with exactly this configuration, if any."""
+    """The record of a finished cell with exactly this configuration and label protocol, if any."""
     path = cell_dir(results_dir, cell) / RECORD_NAME
     if not path.is_file():
         return None
     try:
         record = read_record(path)
     except (OSError, json.JSONDecodeError):
+        return None
+    if label_protocol_of(record) != dataset_card(cell.dataset, cell.data_options).label_protocol:
         return None
     return record if same_config(record.get("config"), cell) else None
 

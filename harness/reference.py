@@ -241,6 +241,16 @@ def _eval_checks(split: str, mode: str, flip: bool, scales: tuple[float, ...],
     return checks
 
 
+# The label protocol of the official code where a dataset has several (records' `label_protocol`):
+# COCO-Stuff-10k is trained and scored on all 182 ids (harness/data/coco_stuff.py).
+PAPER_LABEL_PROTOCOLS = {"coco_stuff10k": "paper (182 classes)"}
+
+
+def _label_protocol_checks(dataset: str) -> list[Check]:
+    expected = PAPER_LABEL_PROTOCOLS.get(dataset)
+    return [] if expected is None else [_equal("label_protocol", expected)]
+
+
 def frameworks_setting(framework: str, dataset: str, backbone: str, idr: bool) -> list[Check] | None:
     """The paper's setting of one cell of the frameworks table, or None for a dataset it lacks.
 
@@ -254,7 +264,7 @@ def frameworks_setting(framework: str, dataset: str, backbone: str, idr: bool) -
     checks = frameworks_model_setting(framework, dataset, backbone, idr)
     checks += _train_checks(schedule)
     checks += _eval_checks(schedule.split, "whole", False, (1.0,))
-    return checks
+    return checks + _label_protocol_checks(dataset)
 
 
 def frameworks_model_setting(framework: str, dataset: str, backbone: str, idr: bool) -> list[Check]:
@@ -304,4 +314,4 @@ def sota_setting(dataset: str, idr: bool, protocol: str) -> list[Check] | None:
         checks += _eval_checks(schedule.split, mode, True, (1.0,), *window)
     else:
         checks += _eval_checks(schedule.split, mode, True, LIP_MS_SCALES if lip else SWIN_MS_SCALES, *window)
-    return checks
+    return checks + _label_protocol_checks(dataset)

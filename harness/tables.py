@@ -47,7 +47,7 @@ from typing import Any, Callable, Iterable
 
 from harness import reference as ref
 from harness.cli import Parser, parse_or_exit
-from harness.records import find_records
+from harness.records import find_records, is_released, label_protocol_of
 
 MISSING = "—"
 TABLES_DIR = "tables"
@@ -71,7 +71,7 @@ IGNORED_KEYS = (
 IGNORED_PREFIXES = ("scaling.",)
 # keys that only depend on the dataset (a row of the frameworks table spans datasets)
 DATASET_KEYS_PREFIXES = ("data_options.", "crop_size")
-DATASET_KEYS = ("eval.split",)
+DATASET_KEYS = ("eval.split", "label_protocol")
 EVAL_PROTOCOL_KEYS = ("eval.mode", "eval.flip", "eval.scales", "eval.crop_size", "eval.stride", "eval.probs_before_resize")
 
 
@@ -146,6 +146,11 @@ def record_values(record: dict) -> dict[str, Any]:
     _flatten(merged, "", flat)
     flat = {k: v for k, v in flat.items() if k not in IGNORED_KEYS and not k.startswith(IGNORED_PREFIXES)}
     flat["crop_size"] = _crop_size(record)
+    # the label protocol the record was scored under (its option's default changed: read the record's)
+    flat.pop("data_options.protocol", None)
+    flat["label_protocol"] = label_protocol_of(record)
+    if is_released(record):  # a released checkpoint is never averaged with models trained here
+        flat["released"] = True
     return flat
 
 
@@ -475,12 +480,22 @@ def _assign_rows(cells: list[CellGroup], paper_rows: list[tuple]) -> list[RowSlo
     slots = [RowSlot(rid, "paper") for rid in paper_rows]
     for cell in cells:
         kind = "paper" if cell.matches_paper else cell.row_setting
+        if _all_released(cell):
+            kind = RELEASED_ROW
         slot = next((s for s in slots if s.row_id == cell.row_id and s.kind == kind and cell.column not in s.cells), None)
         if slot is None:
             slot = RowSlot(cell.row_id, kind)
             slots.append(slot)
         slot.cells[cell.column] = cell
     return slots
+
+
+RELEASED_ROW = "released"  # the kind of a row of released checkpoints (harness.released), labelled so
+
+
+def _all_released(cell: CellGroup) -> bool:
+    records = cell.runs[False] + cell.runs[True]
+    return bool(records) and all(is_released(r) for r in records)
 
 
 def _mark(slots: list[RowSlot], describe_row: Callable[[RowSlot], str], describe_column: Callable[[str], str],
@@ -678,7 +693,7 @@ def _paper(index: dict, framework: str, backbone: str, dataset: str, variant: st
 
 
 def _row_label(slot: RowSlot) -> str:
-    name = ref.label("framework", slot.row_id[0])
+    name = ref.label("framework", slot.row_id[0]) + (" (released)" if slot.kind == RELEASED_ROW else "")
     return f"{name} {slot.marker}" if slot.marker else name
 
 
@@ -726,6 +741,9 @@ def frameworks_tables(records: list[dict], index: dict) -> tuple[Table, Table]:
         "the means; paired Δ: +IDR − baseline paired by seed, mean ± std, paired t-test p (— below two pairs).",
         "paper: official model zoo figures (results/reference/paper.csv); — where the paper gives none or "
         "nothing was run. Rows marked † were run with a setting other than the paper's (see the footnote).",
+        ("Label protocol: the official one of each dataset; COCO-Stuff-10k the official 182 classes unless a "
+         "footnote gives label_protocol; (released): a released checkpoint evaluated here (harness.released), "
+         "not trained."),
     ]
     detail = Table("frameworks", "Frameworks with and without IDR, per dataset (mIoU %)", columns, blocks,
                    footnotes=footnotes, legend=legend, label_columns=2, block_column="dataset")
@@ -800,6 +818,7 @@ def sota_table(records: list[dict], index: dict) -> Table:
     for slot in slots:
         dataset, idr, backbone = slot.row_id
         model = f"UPerNet{' + IDR' if idr else ''}, {ref.label('backbone', backbone)}"
+        model += " (released)" if slot.kind == RELEASED_ROW else ""
         crop, epochs = _crop_epochs(slot, ref.SWIN_SCHEDULES.get(dataset))
         row = [_dataset_title(dataset) + (f" {slot.marker}" if slot.marker else ""), model, crop, epochs]
         for protocol in protocols:

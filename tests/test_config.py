@@ -1,4 +1,5 @@
 import pytest
+import yaml
 
 from harness.config import ConfigError, apply_override, expand_cells, load_experiment
 from harness.run import main
@@ -121,7 +122,14 @@ def test_dry_run_prints_every_cell(write_experiment, capsys, tmp_path):
 def test_shipped_experiments_validate():
     from tests.conftest import REPO
 
+    from harness.released import LIST_KIND, load_released
+
     for path in sorted((REPO / "experiments").glob("*.yaml")):
+        if yaml.safe_load(path.read_text()).get("kind") == LIST_KIND:  # released.yaml: harness.released's format
+            assert load_released(path).models
+            with pytest.raises(ConfigError, match=f"run `python -m harness.released {path}`"):
+                load_experiment(path)
+            continue
         load_experiment(path)
 
 

@@ -476,7 +476,7 @@ def test_cell_reevaluation_errors_exit_2_and_write_nothing(finished_cell, tmp_pa
         (["--cell", str(directory)], "give the protocol to evaluate with"),
         (["--cell", str(directory), "--protocol", "ss"], "already evaluated with this protocol (whole_ss)"),
         (["--cell", str(directory), "--mode", "slide"], "eval: Value error, mode slide needs crop_size and stride"),
-        (["--cell", str(directory), "--flip", "--predictions", str(tmp_path)], "give either --predictions"),
+        (["--cell", str(directory), "--flip", "--predictions", str(tmp_path)], "give one of --predictions"),
         (["--cell", str(directory), "--flip", "--batch-size", "0"], "eval.batch_size: Input should be greater than 0"),
         (["--cell", str(directory), "--crop-size", "64"], "--crop-size: expected HEIGHTxWIDTH"),
     ]

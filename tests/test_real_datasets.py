@@ -163,6 +163,7 @@ C10K_RAW = {
 # COCO-Stuff ids -> the 171 train ids: person 1->0, stop sign 13->11 (street sign 12 unused),
 # toothbrush 90->79, dining table 67->60, banner 92->80, grass 124->112, wood 182->170.
 C10K_EXPECTED = {0: 255, 1: 0, 13: 11, 90: 79, 67: 60, 92: 80, 124: 112, 182: 170}
+C10K_PAPER = {0: 255, 1: 0, 13: 12, 90: 89, 67: 66, 92: 91, 124: 123, 182: 181}  # the official 182-way: id - 1
 
 
 def write_coco_stuff10k(root: Path) -> Path:
@@ -243,7 +244,7 @@ def test_registered_cards_follow_the_official_settings():
     expect = {
         # name: (classes, splits, base_scale, keep_ratio, ratio_range, crop)
         "ade20k": (150, {"train": 20210, "val": 2000}, (2048, 512), True, (0.5, 2.0), (512, 512)),
-        "coco_stuff10k": (171, {"train": 9000, "test": 1000}, (2048, 512), True, (0.5, 2.0), (512, 512)),
+        "coco_stuff10k": (182, {"train": 9000, "test": 1000}, (2048, 512), True, (0.5, 2.0), (512, 512)),
         "coco_stuff164k": (171, {"train": 118287, "val": 5000}, (2048, 512), True, (0.5, 2.0), (512, 512)),
         "pascal_context59": (59, {"train": 4998, "val": 5105}, (2560, 640), True, (0.5, 2.0), (640, 640)),
         "lip": (20, {"train": 30462, "val": 10000}, (520, 520), False, (0.75, 1.25), (473, 473)),
@@ -261,17 +262,19 @@ def test_registered_cards_follow_the_official_settings():
     city = data.dataset_card("cityscapes").class_names
     assert (city[0], city[13], city[-1]) == ("road", "car", "bicycle")
     assert "sliding window" in data.dataset_card("pascal_context59").test_protocol
-    names = data.dataset_card("coco_stuff10k").class_names
+    names = data.dataset_card("coco_stuff10k", {"protocol": "annotated"}).class_names
     assert (names[0], names[11], names[80], names[-1]) == ("person", "stop sign", "banner", "wood")
     assert "street sign" not in names and "hat" not in names
+    paper = data.dataset_card("coco_stuff10k").class_names  # the default: the official 182 ids
+    assert (paper[0], paper[11], paper[12], paper[91], paper[-1]) == ("person", "street sign", "stop sign", "banner", "wood")
     assert len(coco_stuff.COCO_STUFF) == 182
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
-def _labels(name: str, root: Path, split: str) -> list[np.ndarray]:
-    ds = data.build_dataset(name, root, split, {}, train=False)
+def _labels(name: str, root: Path, split: str, options: dict | None = None) -> list[np.ndarray]:
+    ds = data.build_dataset(name, root, split, options or {}, train=False)
     return [ds.load(i)[1] for i in range(len(ds))]
 
 
@@ -345,9 +348,11 @@ def test_pascal_context_split_list_prefers_segmentation_context(tmp_path):
 def test_coco_stuff10k_reads_mat_annotations(tmp_path):
     write_coco_stuff10k(tmp_path)
     for split in ("train", "test"):
-        for name, label in zip(C10K_NAMES[split], _labels("coco_stuff10k", tmp_path, split)):
-            assert label.dtype == np.uint8
+        annotated = _labels("coco_stuff10k", tmp_path, split, {"protocol": "annotated"})
+        for name, label, paper in zip(C10K_NAMES[split], annotated, _labels("coco_stuff10k", tmp_path, split)):
+            assert label.dtype == np.uint8 and paper.dtype == np.uint8
             np.testing.assert_array_equal(label, _map(_label(C10K_RAW[name][0]), C10K_EXPECTED))
+            np.testing.assert_array_equal(paper, _map(_label(C10K_RAW[name][0]), C10K_PAPER))
     val = data.build_dataset("coco_stuff10k", tmp_path, "val", {}, train=False)  # the eval split's other name
     assert [s.image.stem for s in val.samples] == C10K_NAMES["test"]
 
@@ -533,14 +538,18 @@ def test_label_value_out_of_range(tmp_path, name, value):
 
 def test_coco_stuff10k_bad_mat_files(tmp_path):
     base = write_coco_stuff10k(tmp_path)
-    ds = data.build_dataset("coco_stuff10k", tmp_path, "train", {}, train=True)
+    ds = data.build_dataset("coco_stuff10k", tmp_path, "train", {"protocol": "annotated"}, train=True)
+    paper = data.build_dataset("coco_stuff10k", tmp_path, "train", {}, train=True)
     path = base / "annotations" / "COCO_train2014_000000000077.mat"
     scipy.io.savemat(path, {"S": _label([1, 200], dtype=np.uint16)})
     with pytest.raises(DataError, match=re.escape(str(path)) + ": .*raw label id 200 is not a COCO-Stuff id"):
         ds.load(0)
+    with pytest.raises(DataError, match=re.escape(str(path)) + ": .*raw label id 200 is not a COCO-Stuff id"):
+        paper.load(0)
     scipy.io.savemat(path, {"S": _label([1, 12], dtype=np.uint8)})  # "street sign": unused
     with pytest.raises(DataError, match=re.escape(str(path)) + ": .*raw label id 12 is not a COCO-Stuff id"):
         ds.load(0)
+    assert set(np.unique(paper.load(0)[1])) == {0, 11}  # a class of the paper protocol
     scipy.io.savemat(path, {"LabelMap": _label([1])})
     with pytest.raises(DataError, match=re.escape(str(path)) + ": .*no variable 'S'"):
         ds.load(0)

@@ -50,6 +50,15 @@ PAPER_EVAL = {"batch_size": 1, "split": "val", "mode": "whole", "crop_size": Non
               "scales": [1.0]}
 
 
+def _label_protocol(dataset: str) -> str:
+    from harness.data import dataset_card
+
+    try:
+        return dataset_card(dataset).label_protocol
+    except KeyError:  # a dataset the registry does not know
+        return "official"
+
+
 def make_record(
     results: Path,
     framework: str = "fcn",
@@ -109,6 +118,7 @@ def make_record(
         "per_class_iou": per_class,
         "per_class_acc": {k: min(100.0, v + 5) for k, v in per_class.items()},
         "num_eval_images": 2000,
+        "label_protocol": _label_protocol(dataset),
         "focus_classes": focus or [],
         "params": params,
         "complexity": complexity if complexity is not None else {"input_size": [512, 512], "gflops": 200.0},
@@ -337,6 +347,14 @@ def test_sota_rows_per_protocol(results):
     assert len(coco) == 1 and coco[0]["dataset"] == "COCO-Stuff-10k test"
     assert (coco[0]["ss ours"], coco[0]["ss paper"], coco[0]["ss ours − paper"]) == ("49.50", "49.94", "-0.44")
     assert (coco[0]["crop"], coco[0]["epochs"]) == ("640x640", "110")
+    # the same run scored on the 171 annotated classes is not the paper's protocol: its own row, flagged
+    make_record(results, "upernet", "coco_stuff10k", idr=True, miou=50.5, model=swin, train=faithful,
+                eval={**slide, "split": "test", "probs_before_resize": True}, suffix="_annotated",
+                complexity={"input_size": [640, 640], "gflops": 400.0}, extra={"label_protocol": "annotated (171 classes)"})
+    sota = tables_of(results)["sota"]
+    coco = [dict(zip(columns, r)) for r in sota.blocks[0].rows if r[0].startswith("COCO")]
+    assert [r["ss ours"] for r in coco] == ["49.50", "50.50"] and "†" in coco[1]["dataset"]
+    assert any("label_protocol annotated (171 classes) (paper paper (182 classes))" in f for f in sota.footnotes)
     # Swin-L UPerNet records stay out of the frameworks table
     assert all(r[1] != ref.SWIN_L for b in tables_of(results)["frameworks"].blocks for r in b.rows)
 

@@ -39,6 +39,9 @@ def validate_options(name: str, options: dict[str, Any]) -> None:
         expected = type(defaults[key])
         if defaults[key] is not None and not isinstance(value, expected):
             raise ValueError(f"{name}.{key}: expected {expected.__name__}, got {value!r}")
+    check = get_spec(name).check_options
+    if check is not None:
+        check(options)
 
 
 def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +65,9 @@ def build_dataset(
     if not samples:
         raise DataError(f"{name}: split {split!r} under {root} has no samples. {spec.prepare_hint}")
     pipeline = TrainPipeline(card, seed) if train else TestPipeline(card)
+    if spec.label_reader_for is not None:
+        reader = spec.label_reader_for({k: v for k, v in opts.items() if k not in CARD_OPTIONS})
+        return SegmentationDataset(samples, card, pipeline, None, reader)
     return SegmentationDataset(samples, card, pipeline, spec.decode_label, spec.read_label or read_label_png)
 
 

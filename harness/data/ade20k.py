@@ -10,6 +10,9 @@ Annotation values: 0 = "other" (not one of the 150 classes) -> ignore 255; 1..15
 id - 1. Values above 150 are not ADE20K classes: the decoder keeps them as they are so the
 range check of :class:`SegmentationDataset` reports the file (and the raw value). A raw 255 is
 read as ignore, as mmsegmentation's reduce-zero-label does.
+
+Same mapping, classes and order as sssegmentation's ADE20kDataset (tests/test_dataset_protocols.py);
+it stops on a raw value outside 0-150 (255 included) unless told to ignore it.
 """
 from __future__ import annotations
 

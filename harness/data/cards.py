@@ -27,6 +27,9 @@ class DatasetCard:
     test_scale: tuple[int, int] | None = None  # test-time resize, same meaning as base_scale; None: base_scale
     test_protocol: str = "whole image, single scale"
     focus_classes: tuple[str, ...] = ()  # classes whose IoU tables show one by one
+    # label mapping, class set and averaging: "official" (the official dataset class's, the only
+    # one the dataset has) or a named protocol, e.g. coco_stuff10k "paper (182 classes)"
+    label_protocol: str = "official"
 
     def __post_init__(self) -> None:
         if len(self.palette) != len(self.class_names):

@@ -11,6 +11,9 @@ The raw ``labelIds`` are mapped to the 19 train ids with the table built at impo
 ``cityscapesscripts.helpers.labels`` (the official definition); every raw id without a train id
 (void classes, ``trainId`` 255 or -1, and values the definition does not list) becomes ignore 255,
 which is how the official ``createTrainIdLabelImgs`` treats them.
+
+sssegmentation's CityScapesDataset has the same table written out (tests/test_dataset_protocols.py);
+it stops on a raw id its table lacks unless told to ignore it, where we ignore it.
 """
 from __future__ import annotations
 

@@ -1,8 +1,21 @@
 """COCO-Stuff: "coco_stuff10k" (train 9,000 / test 1,000) and "coco_stuff164k" (train 118,287 / val 5,000).
 
-Both use the 171 classes of COCO-Stuff that are annotated: the 182 COCO-Stuff ids (1-91 things,
-92-182 stuff) minus the 11 thing ids COCO never annotated. ``COCO_STUFF`` below is the single
-table of ids, train ids and names; the lookup tables are derived from it.
+Label protocols (option ``protocol`` of coco_stuff10k, see :data:`LABEL_PROTOCOLS`):
+
+* ``paper`` (coco_stuff10k's default): the official code's. sssegmentation's COCOStuff10kDataset
+  trains and scores all 182 COCO-Stuff ids (train id = raw id - 1; raw 0 and 255 -> ignore), the
+  11 thing ids COCO never annotated included, and its evaluator averages IoU with ``nanmean``
+  over those 182 classes: a class absent from the ground truth but predicted counts as 0. The
+  paper's COCO-Stuff-10k figures (and the released models, 182-way) come from this protocol.
+* ``annotated``: the 171 classes that are annotated (the 182 ids minus the 11 unused ones), the
+  mmsegmentation convention; a raw unused id is an error naming the file.
+
+coco_stuff164k uses the 171 annotated classes. (The official COCOStuffDataset is 182-way too but
+applies the 10k decoding, raw 0 -> ignore and raw v -> v - 1, to the stuffthingmaps PNGs whose
+raw value is already id - 1, which would drop "person" and shift every other class by one; no
+figure of the paper nor any released model uses COCO-Stuff-164k, so we do not follow that code.)
+``COCO_STUFF`` below is the single table of ids, train ids and names; the lookup tables are
+derived from it.
 
 coco_stuff10k -- the official 10k release (``cocostuff-10k-v1.1.zip``) unpacked under
 ``<data root>/coco_stuff10k/``::
@@ -12,9 +25,10 @@ coco_stuff10k -- the official 10k release (``cocostuff-10k-v1.1.zip``) unpacked 
       annotations/COCO_train2014_000000000077.mat ...   variable S: raw ids, 0 = unlabeled, 1-182
       imageLists/train.txt, test.txt                    image names without extension
 
-The loader reads the ``.mat`` files directly (``read_mat_label``, the spec's label reader) and
-reports an unreadable file, or a raw id that is not a COCO-Stuff id (above 182 or one of the 11
-unused ids), as a DataError naming the file. Raw 0 -> ignore 255. The official evaluation split
+The loader reads the ``.mat`` files directly (:func:`label_reader_10k`, the spec's label reader) and
+reports an unreadable file, or a raw id that is not a class of the protocol (above 182 other than
+255, or under ``annotated`` one of the 11 unused ids), as a DataError naming the file. Raw 0 and
+255 -> ignore 255 (as the official dataset class). The official evaluation split
 is ``test``; ``val`` is accepted as another name for it (the harness evaluates on ``val`` by default).
 
 coco_stuff164k -- COCO 2017 images plus the COCO-Stuff 2017 annotations under
@@ -35,6 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +123,7 @@ COCO_STUFF: tuple[tuple[int, int | None, str], ...] = (
 )  # fmt: skip
 
 CLASS_NAMES: tuple[str, ...] = tuple(name for _, train_id, name in COCO_STUFF if train_id is not None)
+ALL_NAMES: tuple[str, ...] = tuple(name for _, _, name in COCO_STUFF)  # the 182 of the paper protocol
 TRAIN_ID: dict[int, int] = {cid: train_id for cid, train_id, _ in COCO_STUFF if train_id is not None}
 UNUSED_IDS: tuple[int, ...] = tuple(cid for cid, train_id, _ in COCO_STUFF if train_id is None)
 MAX_ID = 182
@@ -116,6 +132,8 @@ assert [cid for cid, _, _ in COCO_STUFF] == list(range(1, MAX_ID + 1))
 assert [TRAIN_ID[c] for c in sorted(TRAIN_ID)] == list(range(171)) and len(UNUSED_IDS) == 11
 
 PALETTE = bit_palette(len(CLASS_NAMES))  # visualisation only
+PALETTE_182 = bit_palette(len(ALL_NAMES))
+LABEL_PROTOCOLS = ("paper", "annotated")
 INVALID = 254  # decoded value of a raw id that is no class: never a train id, so the range check reports it
 
 
@@ -128,7 +146,17 @@ def _lut(offset: int) -> np.ndarray:
     return lut
 
 
+def _lut_10k_paper() -> np.ndarray:
+    """Raw 10k id -> train id of the paper protocol: id - 1 for all 182 ids; 0 and 255 unlabeled."""
+    lut = np.full(256, INVALID, dtype=np.uint8)
+    lut[1 : MAX_ID + 1] = np.arange(MAX_ID, dtype=np.uint8)
+    lut[0] = lut[255] = 255
+    return lut
+
+
 LUT_10K = _lut(0)
+LUT_10K[255] = 255  # the official dataset class reads a raw 255 as unlabeled too
+LUT_10K_PAPER = _lut_10k_paper()
 LUT_STUFFTHINGMAPS = _lut(1)
 
 
@@ -144,8 +172,9 @@ def invalid_values(raw: np.ndarray, lut: np.ndarray) -> list[int]:
 # ----------------------------------------------------------------------------- 10k: .mat labels
 
 
-def read_mat_label(path: Path) -> np.ndarray:
-    """Raw ids of a COCO-Stuff-10k annotation .mat (variable S); DataError naming the file otherwise."""
+def read_mat_label(path: Path, lut: np.ndarray = LUT_10K) -> np.ndarray:
+    """Raw ids of a COCO-Stuff-10k annotation .mat (variable S), each a class or unlabeled under
+    `lut` (the protocol's); DataError naming the file otherwise."""
     try:
         data = scipy.io.loadmat(path, variable_names=["S"])
     except Exception as exc:  # missing, truncated, compressed-and-damaged, v7.3 (HDF5), ...
@@ -155,20 +184,30 @@ def read_mat_label(path: Path) -> np.ndarray:
     raw = np.asarray(data["S"])
     if raw.ndim != 2 or not np.issubdtype(raw.dtype, np.integer):
         raise DataError(f"{path}: S is {raw.dtype} with shape {raw.shape}; expected a 2-D integer map")
-    bad = invalid_values(raw, LUT_10K)
+    bad = invalid_values(raw, lut)
     if bad:
+        unused = "" if lut is LUT_10K_PAPER else f" except the unused {', '.join(map(str, UNUSED_IDS))}"
         raise DataError(
-            f"{path}: raw label id {bad[0]} is not a COCO-Stuff id (0 = unlabeled, 1-{MAX_ID} except the unused "
-            f"{', '.join(map(str, UNUSED_IDS))})"
+            f"{path}: raw label id {bad[0]} is not a COCO-Stuff id (0 = unlabeled, 1-{MAX_ID}{unused}, 255 = unlabeled)"
         )
     return raw
 
 
-def decode_10k(raw: np.ndarray) -> np.ndarray:
-    return apply_lut(raw, LUT_10K)
+def label_reader_10k(options: dict[str, Any]) -> Callable[[Path], np.ndarray]:
+    """Train-id labels of a .mat file under the option's protocol (read, checked, decoded)."""
+    protocol = options.get("protocol", DEFAULT_PROTOCOL_10K)
+    lut = LUT_10K_PAPER if protocol == "paper" else LUT_10K
+    return lambda path: apply_lut(read_mat_label(path, lut), lut)
+
+
+def check_options_10k(options: dict[str, Any]) -> None:
+    protocol = options.get("protocol", DEFAULT_PROTOCOL_10K)
+    if protocol not in LABEL_PROTOCOLS:
+        raise ValueError(f"{NAME_10K}.protocol: expected one of {', '.join(LABEL_PROTOCOLS)}, got {protocol!r}")
 
 
 NAME_10K = "coco_stuff10k"
+DEFAULT_PROTOCOL_10K = "paper"
 SPLITS_10K = ("train", "test")
 SPLIT_ALIASES_10K = {"val": "test"}
 OFFICIAL_10K = {"train": 9000, "test": 1000}
@@ -355,20 +394,23 @@ def check_split_164k(root: Path, split: str) -> SplitCheck:
 # ----------------------------------------------------------------------------- cards and registration
 
 
-def _card(name: str, splits: dict[str, int]) -> DatasetCard:
+def _card(name: str, splits: dict[str, int], protocol: str = "annotated") -> DatasetCard:
+    paper = protocol == "paper"
     return DatasetCard(
         name=name,
-        class_names=CLASS_NAMES,
-        palette=PALETTE,
+        class_names=ALL_NAMES if paper else CLASS_NAMES,
+        palette=PALETTE_182 if paper else PALETTE,
         splits=dict(splits),
         base_scale=(2048, 512),
         crop_size=(512, 512),
         test_protocol="resize to (2048, 512) keeping the aspect ratio, whole image, single scale",
+        label_protocol=f"{protocol} ({len(ALL_NAMES) if paper else len(CLASS_NAMES)} classes)",
     )
 
 
 def make_card_10k(options: dict[str, Any]) -> DatasetCard:
-    return _card(NAME_10K, OFFICIAL_10K)
+    check_options_10k(options)
+    return _card(NAME_10K, OFFICIAL_10K, options.get("protocol", DEFAULT_PROTOCOL_10K))
 
 
 def make_card_164k(options: dict[str, Any]) -> DatasetCard:
@@ -390,7 +432,8 @@ PREPARERS = (
 
 
 def _register() -> None:
-    register(DatasetSpec(NAME_10K, make_card_10k, list_samples_10k, decode_10k, {}, HINT_10K, read_mat_label, PREPARERS[0]))
+    register(DatasetSpec(NAME_10K, make_card_10k, list_samples_10k, None, {"protocol": DEFAULT_PROTOCOL_10K}, HINT_10K,
+                         preparer=PREPARERS[0], label_reader_for=label_reader_10k, check_options=check_options_10k))
     register(DatasetSpec(NAME_164K, make_card_164k, list_samples_164k, None, {}, HINT_164K, preparer=PREPARERS[1]))
 
 

@@ -13,6 +13,9 @@ The id lists are also accepted directly under ``lip/`` (some copies of the relea
 there). Label values are the class ids themselves (0 = background is a class); 255, if
 present, is ignore. Left/right classes (arms 14/15, legs 16/17, shoes 18/19) swap when an image
 is flipped; the card says so (``flip_swap``) and the training pipeline applies it.
+
+Same as sssegmentation's LIPDataset (raw values are the train ids, 20 classes; its test loop
+ignores values >= 20), checked in tests/test_dataset_protocols.py.
 """
 from __future__ import annotations
 

@@ -13,7 +13,10 @@ PASCAL-Context full annotations ``trainval.tar.gz`` and their ``labels.txt``)::
 The 59 classes are the standard 59-class list below. Each is looked up by name in the release's
 ``labels.txt`` to get its 459-class id; every other id (and 0, unlabelled) becomes ignore 255.
 ``LabelMap`` values above the largest id of ``labels.txt`` are an error naming the file.
-The loader reads the converted PNGs (train ids 0-58, 255).
+The loader reads the converted PNGs (train ids 0-58, 255). sssegmentation's PascalContext59Dataset
+reads the 60-class PNGs of the usual conversion (0 background, 1-59 the classes in 459-id order)
+and maps k -> k - 1, 0 -> ignore: the same train ids, since the 59 names sort like their ids
+(tests/test_dataset_protocols.py).
 """
 from __future__ import annotations
 

@@ -27,6 +27,10 @@ class DatasetSpec:
     prepare_hint: str = ""
     read_label: Callable[[Path], np.ndarray] | None = None  # default: single-channel PNG
     preparer: Preparer | None = None  # how `python -m harness.prepare` converts and checks it
+    # options -> a reader returning train ids (read, checked, decoded); replaces read_label and
+    # decode_label when the label mapping depends on an option (e.g. coco_stuff10k's protocol)
+    label_reader_for: Callable[[dict[str, Any]], Callable[[Path], np.ndarray]] | None = None
+    check_options: Callable[[dict[str, Any]], None] | None = None  # ValueError naming a bad option value
 
 
 _REGISTRY: dict[str, DatasetSpec] = {}
