@@ -13,15 +13,8 @@ from pydantic import ValidationError
 
 from harness.config import EvalConfig
 from harness.data import build_dataset
-from harness.evaluate import (
-    aug_probabilities,
-    evaluate,
-    main,
-    predict,
-    slide_inference,
-    whole_inference,
-    window_starts,
-)
+from harness.evaluate import aug_probabilities, evaluate, predict, slide_inference, whole_inference, window_starts
+from harness.evaluate.command import main
 from harness.metrics import confusion_matrix, segmentation_metrics
 from tests.conftest import REPO
 

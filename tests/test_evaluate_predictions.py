@@ -16,7 +16,8 @@ from cityscapesscripts.helpers.labels import labels as cs_labels
 from PIL import Image
 
 from harness.data.base import Sample
-from harness.evaluate import PredictionError, main, prediction_paths
+from harness.evaluate import PredictionError, prediction_paths
+from harness.evaluate.command import main
 from tests.test_evaluate import OPTIONS, scenes  # noqa: F401  (the fixture)
 
 H, W = 20, 28

@@ -149,6 +149,6 @@ def test_every_module_imports_alone() -> None:
         "print('\\n'.join(failed))\n"
         "sys.exit(1 if failed else 0)\n"
     )
-    names = sorted(project_modules())
+    names = sorted(name for name in project_modules() if not name.endswith(".__main__"))  # those run a command
     result = subprocess.run([sys.executable, "-c", script, *names], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

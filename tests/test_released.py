@@ -20,7 +20,7 @@ from harness import released
 from harness.config import expand_cells, load_experiment
 from harness.data import build_dataset, dataset_card
 from harness.evaluate import evaluate, protocol_kwargs
-from harness.evaluate import main as evaluate_main
+from harness.evaluate.command import main as evaluate_main
 from harness.records import RELEASED, find_records, is_released
 from harness.tables import build_tables
 from models import build_segmentor

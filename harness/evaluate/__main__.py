@@ -1,0 +1,6 @@
+"""`python -m harness.evaluate`."""
+import sys
+
+from harness.evaluate.command import main
+
+sys.exit(main())
