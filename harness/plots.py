@@ -33,7 +33,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from harness import reference as ref  # noqa: E402
 from harness.cli import Parser, parse_or_exit  # noqa: E402
 from harness.records import find_records, read_record  # noqa: E402
-from harness.tables import _gflops, _setting_labels, _values, group_runs, load_index, paired  # noqa: E402
+from harness.tables import (  # noqa: E402
+    gflops_of,
+    group_runs,
+    load_index,
+    mean_or_none,
+    metric_values,
+    paired,
+    setting_labels,
+)
 
 PLOTS_DIR = "plots"
 FORMATS = ("png", "svg")
@@ -55,14 +63,10 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     return paths
 
 
-def _mean(values: list[float]) -> float | None:
-    return statistics.fmean(values) if values else None
-
-
 def _groups(records: list[dict]) -> list[tuple[str, str, str, str, dict[bool, list[dict]]]]:
     """(framework, dataset, backbone, setting label, runs) for every setting group."""
     groups = group_runs(records)
-    labels, _ = _setting_labels(groups)
+    labels, _ = setting_labels(groups)
     return [(fw, ds, bb, labels.get(key, ""), runs) for key, runs in groups.items() for fw, ds, bb, _s in [key]]
 
 
@@ -77,8 +81,8 @@ def _name(framework: str, backbone: str, label: str) -> str:
 def plot_miou_vs_gflops(records: list[dict], out_dir: Path) -> list[Path]:
     points: dict[str, list[tuple[str, float | None, float | None, float | None, float | None]]] = {}
     for framework, dataset, backbone, label, runs in _groups(records):
-        gb, gi = _mean(_values(runs[False], _gflops)), _mean(_values(runs[True], _gflops))
-        mb, mi = _mean(_values(runs[False])), _mean(_values(runs[True]))
+        gb, gi = mean_or_none(metric_values(runs[False], gflops_of)), mean_or_none(metric_values(runs[True], gflops_of))
+        mb, mi = mean_or_none(metric_values(runs[False])), mean_or_none(metric_values(runs[True]))
         if (gb is None or mb is None) and (gi is None or mi is None):
             continue
         points.setdefault(dataset, []).append((_name(framework, backbone, label), gb, mb, gi, mi))
@@ -114,7 +118,7 @@ def plot_gains(records: list[dict], out_dir: Path, index: dict | None = None) ->
     index = load_index() if index is None else index
     bars: dict[str, dict[str, tuple[float, float | None, float | None]]] = {}
     for framework, dataset, backbone, label, runs in _groups(records):
-        mb, mi = _mean(_values(runs[False])), _mean(_values(runs[True]))
+        mb, mi = mean_or_none(metric_values(runs[False])), mean_or_none(metric_values(runs[True]))
         if mb is None or mi is None:
             continue
         pair = paired(runs[False], runs[True])

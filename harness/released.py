@@ -342,7 +342,7 @@ def print_plan(jobs: list[Job]) -> None:
 def released_rows(records: list[dict], index: dict) -> list[list[str]]:
     """One row per released record: model, dataset, protocols, ours, the paper's figure, difference."""
     from harness import reference as ref
-    from harness.tables import MISSING, _fmt_paper, fmt_delta, protocol_of
+    from harness.tables import MISSING, fmt_paper, fmt_delta, protocol_of
 
     rows = []
     for rec in sorted(records, key=lambda r: (r["dataset"], r["backbone"], r["framework"], not r["idr"], r["cell_id"])):
@@ -353,7 +353,7 @@ def released_rows(records: list[dict], index: dict) -> list[list[str]]:
         model = f"{ref.label('framework', rec['framework'])}{' + IDR' if rec['idr'] else ''}"
         rows.append([model, ref.label("backbone", backbone), ref.label("dataset", rec["dataset"]), protocol,
                      rec.get("label_protocol", MISSING), rec["provenance"]["source_file"],
-                     _fmt_paper(ours), _fmt_paper(paper), fmt_delta(None if ours is None or paper is None else ours - paper)])
+                     fmt_paper(ours), fmt_paper(paper), fmt_delta(None if ours is None or paper is None else ours - paper)])
     return rows
 
 

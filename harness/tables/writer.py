@@ -1,0 +1,85 @@
+"""Building every table from the records and writing them to the results folder."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness import reference as ref
+from harness.records import find_records
+from harness.tables.complexity import complexity_table
+from harness.tables.frameworks import frameworks_tables
+from harness.tables.layout import MISSING, Table
+from harness.tables.main_table import (
+    csv_text,
+    dict_table,
+    focus_rows,
+    group_runs,
+    main_rows,
+    markdown_rows,
+    setting_labels,
+)
+from harness.tables.sota import sota_table
+
+TABLES_DIR = "tables"
+
+
+def load_index() -> dict:
+    try:
+        return ref.reference_index()
+    except FileNotFoundError:
+        print(f"warning: {ref.REFERENCE_CSV} is missing; paper columns show {MISSING}", file=sys.stderr)
+        return {}
+
+def build_tables(records: list[dict], index: dict | None = None) -> list[Table]:
+    """Every table, in the order they are printed."""
+    index = load_index() if index is None else index
+    groups = group_runs(records)
+    _, setting_notes = setting_labels(groups)
+    quick = dict_table("quickstart", "mIoU (%), baseline vs +IDR", main_rows(records), 3, setting_notes)
+    focus = dict_table("focus_classes", "Per-class IoU (%) of the focus classes", focus_rows(records), 3, setting_notes)
+    detail, overview = frameworks_tables(records, index)
+    return [quick, focus, overview, detail, sota_table(records, index), complexity_table(records, index)]
+
+def render(results_dir: Path) -> tuple[str, str]:
+    """(markdown, csv) of `table.md` / `table.csv`: the quickstart table and the focus classes."""
+    records = find_records(results_dir)
+    rows = main_rows(records)
+    _, notes = setting_labels(group_runs(records))
+    markdown = f"## {results_dir.name}: mIoU (%), baseline vs +IDR\n\n" + markdown_rows(rows)
+    if notes:
+        markdown += "\n" + "\n".join(f"{n}  " for n in notes) + "\n"
+    focus = focus_rows(records)
+    if focus:
+        markdown += "\n### Per-class IoU (%) of the focus classes\n\n" + markdown_rows(focus)
+    return markdown, csv_text(rows)
+
+def write_tables(results_dir: Path, index: dict | None = None) -> str:
+    """Write table.md / table.csv and tables/<name>.{md,tex,csv}; return all the Markdown."""
+    results_dir = Path(results_dir)
+    markdown, csv_content = render(results_dir)
+    (results_dir / "table.md").write_text(markdown)
+    (results_dir / "table.csv").write_text(csv_content)
+    out_dir = results_dir / TABLES_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tables = build_tables(find_records(results_dir), index)
+    parts = [markdown]
+    for table in tables:
+        (out_dir / f"{table.name}.md").write_text(table.markdown())
+        (out_dir / f"{table.name}.tex").write_text(table.latex())
+        (out_dir / f"{table.name}.csv").write_text(table.csv())
+        if table.name not in ("quickstart", "focus_classes"):
+            parts.append(table.markdown())
+    return "\n".join(parts)
+
+def write_tables_brief(results_dir: Path, index: dict | None = None) -> str:
+    """Write every table (as :func:`write_tables`); return the experiment's main table
+    (`table.md`: baseline vs +IDR and the focus classes) and where all tables were written."""
+    results_dir = Path(results_dir)
+    write_tables(results_dir, index)
+    out_dir = results_dir / TABLES_DIR
+    names = ", ".join(sorted(path.stem for path in out_dir.glob("*.md")))
+    return (
+        (results_dir / "table.md").read_text().rstrip()
+        + f"\n\nmain table: {results_dir / 'table.md'} (and table.csv)"
+        + f"\npaper-layout tables ({names}): {out_dir}/<name>.md, .tex, .csv"
+    )
