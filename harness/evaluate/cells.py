@@ -11,13 +11,15 @@ from harness.data import build_dataset
 from harness.evaluate.inference import evaluate, protocol_kwargs
 
 if TYPE_CHECKING:
-    from harness.config import Cell
+    from harness.config import Cell, EvalConfig
 
 
 PROTOCOLS = ("ss", "flip", "ms", "ms+flip")
 
+
 class CellError(Exception):
     """A finished cell that cannot be re-evaluated; the message is the whole one-line report."""
+
 
 def paper_ms_scales(dataset: str) -> list[float]:
     """The paper's multi-scale ratios: 0.5-1.75 (LIP: 0.75, 1, 1.25)."""
@@ -25,11 +27,13 @@ def paper_ms_scales(dataset: str) -> list[float]:
 
     return list(ref.LIP_MS_SCALES if dataset == "lip" else ref.SWIN_MS_SCALES)
 
+
 def protocol_changes(protocol: str, dataset: str) -> dict:
     """`eval` keys of a named protocol: ss, flip, ms or ms+flip with the paper's scales."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; allowed: {', '.join(PROTOCOLS)}")
     return {"flip": protocol.endswith("flip"), "scales": paper_ms_scales(dataset) if protocol.startswith("ms") else [1.0]}
+
 
 def protocol_tag(eval_cfg) -> str:
     """A readable name of a test protocol, unique per protocol: e.g. `slide640x640s426_ms0.5-1.75x6+flip`."""
@@ -48,6 +52,7 @@ def protocol_tag(eval_cfg) -> str:
         tag += "_probs"
     return f"{mode}_{tag}"
 
+
 def read_cell_record(cell_dir: Path) -> tuple[dict, Cell]:
     """A finished cell's record and its resolved configuration; CellError if it has none."""
     from pydantic import ValidationError
@@ -65,6 +70,61 @@ def read_cell_record(cell_dir: Path) -> tuple[dict, Cell]:
     except (OSError, ValueError, KeyError, ValidationError) as exc:
         raise CellError(f"{record_path}: not a readable cell record ({' '.join(str(exc).split())[:200]})") from None
 
+
+def _new_protocol(cell_dir: Path, cell: Cell, changes: dict) -> EvalConfig:
+    """The cell's `eval` with `changes` applied; CellError if invalid or the same as before."""
+    from pydantic import ValidationError
+
+    from harness.config import EvalConfig
+    from harness.records import RECORD_NAME
+
+    try:
+        new_eval = EvalConfig.model_validate({**cell.eval.model_dump(), **changes})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(["eval", *(str(p) for p in first["loc"])])
+        raise CellError(f"{where}: {first['msg']}") from None
+    if new_eval == cell.eval:
+        raise CellError(f"{cell_dir}: already evaluated with this protocol ({protocol_tag(new_eval)}); see {RECORD_NAME}")
+    return new_eval
+
+
+def _trained_model(model_path: Path, cell: Cell, card) -> torch.nn.Module:
+    """The cell's model with the weights of its `model.pt` (CellError naming the file otherwise)."""
+    from models import build_segmentor
+
+    try:
+        state = torch.load(model_path, map_location="cpu", weights_only=True)["model"]
+    except Exception as exc:  # unpickling errors, a truncated file, a foreign checkpoint
+        raise CellError(f"{model_path}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
+    model = build_segmentor(cell.framework, cell.idr, card.num_classes, cell.model.model_copy(update={"pretrained": None}),
+                            card.ignore_index)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CellError(f"{model_path}: does not fit the cell's model ({' '.join(str(exc).split())[:200]})") from None
+    return model
+
+
+def _derived_record(record: dict, cell: Cell, new_eval: EvalConfig, metrics: dict, model_file: str, extra: dict) -> dict:
+    """The cell's record with the new protocol's `config.eval` and metrics, naming the cell it came from."""
+    from harness.records import build_environment
+
+    return {
+        **record,
+        "cell_id": f"{cell.cell_id}@{protocol_tag(new_eval)}",
+        "config": cell.model_copy(update={"eval": new_eval}).model_dump(mode="json"),
+        "metrics": {key: metrics[key] for key in ("mIoU", "mAcc", "aAcc")},
+        "per_class_iou": metrics["per_class_iou"],
+        "per_class_acc": metrics["per_class_acc"],
+        "num_eval_images": metrics["num_images"],
+        **extra,
+        "evaluated_from": cell.cell_id,
+        "model_file": model_file,
+        **build_environment(),
+    }
+
+
 def evaluate_cell(
     cell_dir: str | Path,
     changes: dict,
@@ -81,61 +141,23 @@ def evaluate_cell(
     params, FLOPs) with the new `config.eval`, the new metrics, and `evaluated_from` naming the
     cell. Tables place it by its protocol like any record. Returns (record path, record).
     """
-    from pydantic import ValidationError
-
-    from harness.config import EvalConfig
-    from harness.records import RECORD_NAME, build_environment, write_json_atomic
-    from models import build_segmentor
+    from harness.records import RECORD_NAME, write_json_atomic
 
     cell_dir = Path(cell_dir)
     record, cell = read_cell_record(cell_dir)
     if record.get("evaluated_from"):
         raise CellError(f"{cell_dir}: is a re-evaluation of cell {record['evaluated_from']}; pass that cell's folder")
-    try:
-        new_eval = EvalConfig.model_validate({**cell.eval.model_dump(), **changes})
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(["eval", *(str(p) for p in first["loc"])])
-        raise CellError(f"{where}: {first['msg']}") from None
-    if new_eval == cell.eval:
-        raise CellError(f"{cell_dir}: already evaluated with this protocol ({protocol_tag(new_eval)}); see {RECORD_NAME}")
+    new_eval = _new_protocol(cell_dir, cell, changes)
     model_path = cell_dir / record.get("model_file", "model.pt")
     if not model_path.is_file():
         raise CellError(f"{model_path}: the cell's trained model is missing (written when the cell finished)")
-    try:
-        state = torch.load(model_path, map_location="cpu", weights_only=True)["model"]
-    except Exception as exc:  # unpickling errors, a truncated file, a foreign checkpoint
-        raise CellError(f"{model_path}: cannot load the model ({' '.join(str(exc).split())[:200]})") from None
-    data_root = root or cell.data_root
-    dataset = build_dataset(cell.dataset, data_root, new_eval.split, cell.data_options, train=False)
-    card = dataset.card
-    model = build_segmentor(cell.framework, cell.idr, card.num_classes, cell.model.model_copy(update={"pretrained": None}),
-                            card.ignore_index)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        raise CellError(f"{model_path}: does not fit the cell's model ({' '.join(str(exc).split())[:200]})") from None
-    model.to(device)
+    dataset = build_dataset(cell.dataset, root or cell.data_root, new_eval.split, cell.data_options, train=False)
+    model = _trained_model(model_path, cell, dataset.card).to(device)
     start = time.perf_counter()
     metrics = evaluate(model, dataset, device, new_eval.batch_size, loader_workers=loader_workers, on_batch=on_batch,
                        **protocol_kwargs(new_eval))
-    eval_time = time.perf_counter() - start
-    derived_id = f"{cell.cell_id}@{protocol_tag(new_eval)}"
-    config = cell.model_copy(update={"eval": new_eval}).model_dump(mode="json")
-    derived = {
-        **record,
-        "cell_id": derived_id,
-        "config": config,
-        "metrics": {key: metrics[key] for key in ("mIoU", "mAcc", "aAcc")},
-        "per_class_iou": metrics["per_class_iou"],
-        "per_class_acc": metrics["per_class_acc"],
-        "num_eval_images": metrics["num_images"],
-        "eval_time_s": eval_time,
-        "eval_device": str(device),
-        "evaluated_from": cell.cell_id,
-        "model_file": f"../{cell_dir.name}/{model_path.name}",
-        **build_environment(),
-    }
-    out = cell_dir.parent / derived_id / RECORD_NAME
+    timing = {"eval_time_s": time.perf_counter() - start, "eval_device": str(device)}
+    derived = _derived_record(record, cell, new_eval, metrics, f"../{cell_dir.name}/{model_path.name}", timing)
+    out = cell_dir.parent / derived["cell_id"] / RECORD_NAME
     write_json_atomic(out, derived)
     return out, derived

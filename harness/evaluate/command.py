@@ -36,6 +36,7 @@ def _pair(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 640x640, got {text!r}")
     return int(parts[0]), int(parts[1])
 
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="python -m harness.evaluate",
@@ -83,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     return parser
 
+
 def cell_changes(args: argparse.Namespace, dataset: str) -> dict:
     """The `eval` keys the command line changes (a protocol first, then explicit flags)."""
     changes = protocol_changes(args.protocol, dataset) if args.protocol else {}
@@ -91,6 +93,7 @@ def cell_changes(args: argparse.Namespace, dataset: str) -> dict:
              "split": args.split}
     changes.update({key: value for key, value in flags.items() if value is not None})
     return changes
+
 
 def _score_folder(args: argparse.Namespace) -> tuple[str, dict, dict]:
     missing = [flag for flag, value in (("--dataset", args.dataset), ("--split", args.split), ("--root", args.root))
@@ -111,6 +114,7 @@ def _score_folder(args: argparse.Namespace) -> tuple[str, dict, dict]:
         title += f"\nids: {metrics.pop('ids_note')}"
     return title, metrics, {"dataset": args.dataset, "split": args.split, "predictions": str(args.predictions)}
 
+
 def _evaluate_cell(args: argparse.Namespace) -> tuple[str, dict, dict]:
     _, cell = read_cell_record(Path(args.cell))
     changes = cell_changes(args, cell.dataset)
@@ -123,6 +127,7 @@ def _evaluate_cell(args: argparse.Namespace) -> tuple[str, dict, dict]:
     title = (f"{record['evaluated_from']} re-evaluated ({protocol_tag_of(record)}), {record['num_eval_images']} "
              f"{record['config']['eval']['split']} images on {device} in {record['eval_time_s']:.1f}s; record {out}")
     return title, metrics, {"cell": record["cell_id"], "evaluated_from": record["evaluated_from"]}
+
 
 def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[str, dict, dict]:
     from harness.released import evaluate_checkpoint, setting_cell, with_protocol
@@ -146,10 +151,12 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[str, dict, dict]:
              f"{cell.eval.split} images on {device} in {record['eval_time_s']:.1f}s; record {out}")
     return title, metrics, {"cell": record["cell_id"], "provenance": record["provenance"]}
 
+
 def protocol_tag_of(record: dict) -> str:
     from harness.config import EvalConfig
 
     return protocol_tag(EvalConfig.model_validate(record["config"]["eval"]))
+
 
 def main(argv: list[str] | None = None) -> int:
     """0 on success, 2 (one line on stderr) on bad input: arguments, data, predictions, cell."""

@@ -92,7 +92,29 @@ def row_label(slot: RowSlot) -> str:
     return f"{name} {slot.marker}" if slot.marker else name
 
 
+def _detail_row(slot: RowSlot, dataset: str, runs: dict[bool, list[dict]], index: dict) -> list[str]:
+    """One row of the per-dataset table: ours (mean ± std, gain, paired Δ), the paper's, and the gaps."""
+    base, idr = metric_values(runs[False]), metric_values(runs[True])
+    framework, backbone = slot.row_id
+    p_base = paper_figure(index, framework, backbone, dataset, "baseline")
+    p_idr = paper_figure(index, framework, backbone, dataset, "idr")
+    return [
+        row_label(slot),
+        backbone,
+        fmt_stats(base),
+        fmt_stats(idr),
+        fmt_delta(difference(mean_or_none(idr), mean_or_none(base))),
+        fmt_paired(paired(runs[False], runs[True])),
+        fmt_paper(p_base),
+        fmt_paper(p_idr),
+        fmt_delta(difference(p_idr, p_base)),
+        fmt_delta(difference(mean_or_none(base), p_base)),
+        fmt_delta(difference(mean_or_none(idr), p_idr)),
+    ]
+
+
 def frameworks_tables(records: list[dict], index: dict) -> tuple[Table, Table]:
+    """The per-dataset table (`frameworks`) and the paper-layout overview (`frameworks_overview`)."""
     slots, datasets, footnotes = _frameworks_cells(records)
     columns = ["framework", "backbone", "baseline", "+IDR", "gain", "paired Δ (p)", "paper baseline", "paper +IDR",
                "paper gain", "ours − paper (baseline)", "ours − paper (+IDR)"]
@@ -108,23 +130,7 @@ def frameworks_tables(records: list[dict], index: dict) -> tuple[Table, Table]:
                 continue
             runs = cell.runs if cell else {False: [], True: []}
             base, idr = metric_values(runs[False]), metric_values(runs[True])
-            framework, backbone = slot.row_id
-            p_base = paper_figure(index, framework, backbone, dataset, "baseline")
-            p_idr = paper_figure(index, framework, backbone, dataset, "idr")
-            pair = paired(runs[False], runs[True])
-            block.rows.append([
-                row_label(slot),
-                backbone,
-                fmt_stats(base),
-                fmt_stats(idr),
-                fmt_delta(difference(mean_or_none(idr), mean_or_none(base))),
-                fmt_paired(pair),
-                fmt_paper(p_base),
-                fmt_paper(p_idr),
-                fmt_delta(difference(p_idr, p_base)),
-                fmt_delta(difference(mean_or_none(base), p_base)),
-                fmt_delta(difference(mean_or_none(idr), p_idr)),
-            ])
+            block.rows.append(_detail_row(slot, dataset, runs, index))
             block.notes.append(slot.footnote)
             overview_cells[s] += [_arrow(mean_or_none(base), mean_or_none(idr), max(len(base), len(idr))),
                                   _paper_pair(index, slot, dataset)]

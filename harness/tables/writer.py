@@ -30,6 +30,7 @@ def load_index() -> dict:
         print(f"warning: {ref.REFERENCE_CSV} is missing; paper columns show {MISSING}", file=sys.stderr)
         return {}
 
+
 def build_tables(records: list[dict], index: dict | None = None) -> list[Table]:
     """Every table, in the order they are printed."""
     index = load_index() if index is None else index
@@ -39,6 +40,7 @@ def build_tables(records: list[dict], index: dict | None = None) -> list[Table]:
     focus = dict_table("focus_classes", "Per-class IoU (%) of the focus classes", focus_rows(records), 3, setting_notes)
     detail, overview = frameworks_tables(records, index)
     return [quick, focus, overview, detail, sota_table(records, index), complexity_table(records, index)]
+
 
 def render(results_dir: Path) -> tuple[str, str]:
     """(markdown, csv) of `table.md` / `table.csv`: the quickstart table and the focus classes."""
@@ -52,6 +54,7 @@ def render(results_dir: Path) -> tuple[str, str]:
     if focus:
         markdown += "\n### Per-class IoU (%) of the focus classes\n\n" + markdown_rows(focus)
     return markdown, csv_text(rows)
+
 
 def write_tables(results_dir: Path, index: dict | None = None) -> str:
     """Write table.md / table.csv and tables/<name>.{md,tex,csv}; return all the Markdown."""
@@ -70,6 +73,7 @@ def write_tables(results_dir: Path, index: dict | None = None) -> str:
         if table.name not in ("quickstart", "focus_classes"):
             parts.append(table.markdown())
     return "\n".join(parts)
+
 
 def write_tables_brief(results_dir: Path, index: dict | None = None) -> str:
     """Write every table (as :func:`write_tables`); return the experiment's main table
