@@ -87,6 +87,13 @@ class ModelConfig(Strict):
     upernet_context: Literal["aspp", "ppm"] = Field(
         default="ppm", description="UPerNet+IDR coarse context (FPN top level); the baseline UPerNet always uses PPM"
     )
+    coarse_refine: Literal["before", "after", "none"] = Field(
+        default="after",
+        description="IDR: self-attention on the coarse context before / after stage 1, or none (official per dataset)",
+    )
+    stage1_input: Literal["context", "feats"] = Field(
+        default="context", description="IDR stage 1 reads the coarse context or F (official force_stage1_use_oripr)"
+    )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="backbone stochastic depth")
     relation_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
