@@ -174,7 +174,9 @@ def official_model_settings(framework: str, dataset: str, idr: bool, backbone: s
 def _backbone_cfg(backbone: str, framework: str, norm: str, swin_depths: tuple[int, ...] | None) -> dict[str, Any]:
     if backbone == SWIN_L:
         return {
-            "type": "SwinTransformer", "structure_type": "swin_large_patch4_window12_384_22k", "pretrained": False,
+            "type": "SwinTransformer", "pretrained": False,
+            # the official builder asserts the depths of a named structure: a shrunken one goes unnamed
+            "structure_type": "swin_large_patch4_window12_384_22k" if swin_depths is None else "swin_large_shrunken",
             "selected_indices": (0, 1, 2, 3), "norm_cfg": {"type": "LayerNorm"}, "pretrain_img_size": 384,
             "in_channels": 3, "embed_dims": 192, "patch_size": 4, "window_size": 12, "mlp_ratio": 4,
             "depths": list(swin_depths or (2, 2, 18, 2)), "num_heads": [6, 12, 24, 48], "qkv_bias": True,

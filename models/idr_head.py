@@ -29,7 +29,6 @@ from models.idr import (
 )
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
 
-
 STAGE1_INPUTS = ("context", "feats")
 
 
