@@ -128,6 +128,11 @@ class TrainConfig(Strict):
     warmup_iterations: int = Field(default=0, ge=0, description="linear warm-up from lr * 1e-6 (harness/optim.py)")
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=5e-4, ge=0.0)
+    no_decay_names: list[str] | None = Field(
+        default=None,
+        description="AdamW: weight decay 0 exactly for parameters whose name contains one of these "
+        "(the official params_rules); None = norm layers, biases, position tables, embeddings",
+    )
     poly_power: float = Field(default=0.9, ge=0.0)
     min_lr: float = Field(default=1e-4, ge=0.0)
     log_interval: int = Field(default=10, gt=0)

@@ -138,6 +138,16 @@ _SWIN_EPOCHS = {"ade20k": 130, "coco_stuff10k": 110, "lip": 110, "pascal_context
 _SWIN_CROP = {"ade20k": (640, 640), "coco_stuff10k": (640, 640), "lip": (473, 473), "pascal_context59": (640, 640)}
 
 
+#: Training images of each dataset's train split (the official epochs are over these).
+OFFICIAL_TRAIN_IMAGES = {"ade20k": 20210, "cityscapes": 2975, "coco_stuff10k": 9000, "lip": 30462,
+                         "pascal_context59": 4998}
+
+
+def official_iterations(schedule: Schedule, dataset: str) -> int:
+    """The official epochs as iterations at the official batch size (rounded half up)."""
+    return int(schedule.epochs * OFFICIAL_TRAIN_IMAGES[dataset] / schedule.batch_size + 0.5)
+
+
 def official_schedule(framework: str, dataset: str, backbone: str = R50, idr: bool = True) -> Schedule:
     """The schedule of the official config. The PolyScheduler's floor defaults to 1% of the lr."""
     check_pair(framework, dataset, backbone, idr)
@@ -162,7 +172,9 @@ def official_model_settings(framework: str, dataset: str, idr: bool, backbone: s
         out["head_channels"] = 1024  # the FPN width of the Swin-L configs
     if idr:
         sw = idr_switches(framework, dataset, backbone)
-        out.update(feats_channels=sw.feats_channels, coarse_refine=sw.coarse_refine, stage1_input=sw.stage1_input)
+        out.update(feats_channels=sw.feats_channels, stage1_input=sw.stage1_input)
+        if sw.coarse_context is not None:  # FCN has no coarse context to refine
+            out["coarse_refine"] = sw.coarse_refine
         if framework == "upernet":
             out["upernet_context"] = sw.coarse_context
     return out

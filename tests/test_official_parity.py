@@ -24,12 +24,17 @@ from torch import nn
 
 pytest.importorskip("ssseg", reason="sssegmentation==1.7.0 is not installed (pip install '.[parity]')")
 
-from ssseg.modules.models.segmentors.builder import BuildSegmentor  # noqa: E402
-from ssseg.modules.utils import SSSegInputStructure  # noqa: E402
+from ssseg.modules.models.segmentors.builder import BuildSegmentor
+from ssseg.modules.utils import SSSegInputStructure
 
-import models.backbones as backbones  # noqa: E402
-from harness.convert import ConversionError, build_official_model, convert_file, convert_state_dict  # noqa: E402
-from harness.official import R50, SWIN_L, official_segmentor_cfg, released_pairs  # noqa: E402
+from harness.convert import (
+    ConversionError,
+    build_official_model,
+    convert_file,
+    convert_state_dict,
+)
+from harness.official import R50, SWIN_L, official_segmentor_cfg, released_pairs
+from models import backbones
 
 K = 5
 SIZE = 64
@@ -151,9 +156,9 @@ def _check_train_step(official: nn.Module, ours: nn.Module, idr: bool, monkeypat
         if official_name != "loss_total":
             assert abs(value - losses[_LOSS_NAMES[official_name]].item()) <= TOL * abs(value), official_name
     assert abs(_grad_norm(official) - _grad_norm(ours)) <= TOL * _grad_norm(official)
-    for name in theirs_out:  # the anchor pass (and, for stage 2, the deletion pass)
-        assert len(theirs_out[name]) == len(mine_out[name])
-        for a, b in zip(theirs_out[name], mine_out[name]):
+    for name, theirs in theirs_out.items():  # the anchor pass (and, for stage 2, the deletion pass)
+        assert len(theirs) == len(mine_out[name])
+        for a, b in zip(theirs, mine_out[name]):
             assert _relative(a, b) < TOL, name
     if idr:
         for official_name, our_name in _BUFFERS.items():
