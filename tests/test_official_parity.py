@@ -16,6 +16,7 @@ numerics (every block type is kept; only stage 3 has fewer blocks).
 from __future__ import annotations
 
 import random
+from fractions import Fraction
 
 import pytest
 import torch
@@ -37,7 +38,8 @@ from harness.official import R50, SWIN_L, official_segmentor_cfg, released_pairs
 from models import backbones
 
 K = 5
-SIZE = 64
+SIZE = 64  # eval input
+TRAIN_SIZE = 32  # training-step input (float64 backward through R50 dominates the file's time)
 SHRUNKEN_SWIN = (2, 2, 2, 2)
 TOL = 1e-5
 
@@ -71,6 +73,8 @@ def build_pair(tmp_path, framework, dataset, idr, backbone=R50, num_classes=K):
     torch.manual_seed(0)
     depths = SHRUNKEN_SWIN if backbone == SWIN_L else None
     cfg = official_segmentor_cfg(framework, dataset, idr, backbone, num_classes=num_classes, swin_depths=depths)
+    if backbone == SWIN_L:
+        cfg["backbone"]["drop_path_rate"] = 0.0  # stochastic depth off on both sides, as dropout
     official = BuildSegmentor(cfg, mode="TRAIN")
     with torch.no_grad():
         _randomize_norms(official)
@@ -105,7 +109,7 @@ def _capture(module: nn.Module, store: list) -> None:
 
 def _targets(seed: int = 1) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
-    target = torch.randint(0, K, (2, SIZE, SIZE), generator=gen)
+    target = torch.randint(0, K, (2, TRAIN_SIZE, TRAIN_SIZE), generator=gen)
     target[:, :4] = 255  # an ignored band
     return target
 
@@ -146,7 +150,7 @@ def _check_train_step(official: nn.Module, ours: nn.Module, idr: bool, monkeypat
             theirs_out[name], mine_out[name] = [], []
             _capture(getattr(official, f"decoder_{name}"), theirs_out[name])
             _capture(getattr(ours.head, name), mine_out[name])
-    x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = torch.randn(2, 3, TRAIN_SIZE, TRAIN_SIZE, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     target = _targets()
     result = official(SSSegInputStructure(mode="TRAIN", images=x, seg_targets=target))
     result.loss.backward()
@@ -193,6 +197,7 @@ def test_same_eval_logits_and_training_step(tmp_path, monkeypatch, framework, da
 def test_swin_large_upernet_idr(tmp_path, monkeypatch, shrunken_swin):
     official, ours = build_pair(tmp_path, "upernet", "ade20k", True, SWIN_L)
     _check_eval(official, ours, size=96)
+    _check_train_step(official, ours, True, monkeypatch)
 
 
 # millions of trainable parameters at 150 classes, R50-D8 V1c, aux head, BatchNorm (issue 11)
@@ -236,9 +241,9 @@ def test_released_configuration_has_the_same_tree(framework, dataset, backbone, 
 
 
 @pytest.mark.parametrize("framework", ["fcn", "pspnet", "deeplabv3", "upernet"])
-@pytest.mark.parametrize("dataset", ["ade20k", "cityscapes", "coco_stuff10k", "lip"])
-def test_baseline_has_the_same_tree(framework, dataset):
-    _convert_random_init(framework, dataset, False, R50)
+def test_baseline_has_the_same_tree(framework):
+    # the official baseline configs differ across datasets only in the class count
+    _convert_random_init(framework, "cityscapes", False, R50)
 
 
 def test_converter_names_every_misfit(tmp_path):
@@ -257,10 +262,7 @@ def test_converter_names_every_misfit(tmp_path):
 
 
 def test_converter_refuses_pickled_objects(tmp_path):
-    class Opaque:
-        pass
-
-    torch.save({"model": {}, "extra": Opaque()}, tmp_path / "odd.pth")
+    torch.save({"model": {}, "extra": Fraction(1, 3)}, tmp_path / "odd.pth")  # any non-tensor class
     with pytest.raises(ConversionError, match="weights_only"):
         convert_file(tmp_path / "odd.pth", tmp_path / "model.pt", framework="fcn", idr=False, dataset="lip")
     assert not (tmp_path / "model.pt").exists()
