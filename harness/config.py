@@ -89,6 +89,13 @@ class ModelConfig(Strict):
     upernet_context: Literal["aspp", "ppm"] = Field(
         default="ppm", description="UPerNet+IDR coarse context (FPN top level); the baseline UPerNet always uses PPM"
     )
+    coarse_refine: Literal["before", "after", "none"] = Field(
+        default="after",
+        description="IDR: self-attention on the coarse context before / after stage 1, or none (official per dataset)",
+    )
+    stage1_input: Literal["context", "feats"] = Field(
+        default="context", description="IDR stage 1 reads the coarse context or F (official force_stage1_use_oripr)"
+    )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="backbone stochastic depth")
     relation_momentum: float = Field(default=0.1, gt=0.0, le=1.0)
@@ -123,6 +130,11 @@ class TrainConfig(Strict):
     warmup_iterations: int = Field(default=0, ge=0, description="linear warm-up from lr * 1e-6 (harness/optim.py)")
     momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(default=5e-4, ge=0.0)
+    no_decay_names: list[str] | None = Field(
+        default=None,
+        description="AdamW: weight decay 0 exactly for parameters whose name contains one of these "
+        "(the official params_rules); None = norm layers, biases, position tables, embeddings",
+    )
     poly_power: float = Field(default=0.9, ge=0.0)
     min_lr: float = Field(default=1e-4, ge=0.0)
     log_interval: int = Field(default=10, gt=0)

@@ -1,7 +1,13 @@
 """Model complexity without training or data: parameters, FLOPs and (optionally) latency.
 
-    python -m harness.measure --framework fcn --backbone resnet50c --idr both \\
-        --size 512x512 --size 512x1024 --num-classes 150 --feats-channels 512 [--latency] [--json out.json]
+    python -m harness.measure --framework fcn [--dataset ade20k] --backbone resnet50c --idr both \\
+        --size 512x512 --size 512x1024 [--num-classes 150] [--feats-channels 512] [--latency] [--json out.json]
+
+`--dataset D` (default ade20k) measures the official configuration of (framework, D) as
+:mod:`harness.official` lists it, with and without IDR: its class count and its head settings
+(IDR's C, coarse context, refinement, stage-1 input; FCN+IDR on ADE20K has C = 1024). Any
+explicit `--num-classes` / `--*-channels` flag overrides the official value; a framework or
+backbone without an official config (or `--dataset none`) uses `ModelConfig`'s defaults.
 
 Every model is built through :func:`models.registry.build_segmentor`, so one code path measures
 every registered framework, with and without IDR. Weights do not change any figure, so models
@@ -55,7 +61,9 @@ import torch
 import torch.nn as nn
 
 from harness.cli import Parser, UsageError
+from harness.official import OFFICIAL_NUM_CLASSES
 
+DEFAULT_NUM_CLASSES = 150
 SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 MIN_CLI_ITERS = 50
 
@@ -384,12 +392,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--idr", default="both", help="on, off or both (default: both)")
     p.add_argument("--size", action="append", default=None, metavar="HxW",
                    help="input size, repeatable (default: 512x512)")
-    p.add_argument("--num-classes", type=int, default=150, help="classes K (default: 150)")
+    p.add_argument("--dataset", default="ade20k",
+                   help="whose official configuration to measure, or none (default: ade20k)")
+    p.add_argument("--num-classes", type=int, default=None, help="classes K (default: the dataset's, else 150)")
     p.add_argument("--output-stride", type=int, default=defaults.output_stride, help="8, 16 or 32 (default: 8)")
-    p.add_argument("--feats-channels", type=int, default=defaults.feats_channels, help="IDR's C")
-    p.add_argument("--head-channels", type=int, default=defaults.head_channels)
-    p.add_argument("--aux-channels", type=int, default=defaults.aux_channels)
-    p.add_argument("--refine-channels", type=int, default=defaults.refine_channels)
+    p.add_argument("--feats-channels", type=int, default=None, help="IDR's C (default: official, else 512)")
+    p.add_argument("--head-channels", type=int, default=None)
+    p.add_argument("--aux-channels", type=int, default=None)
+    p.add_argument("--refine-channels", type=int, default=None)
     p.add_argument("--latency", action="store_true", help="also time batch-1 inference")
     p.add_argument("--warmup", type=int, default=10, help="untimed iterations (default: 10)")
     p.add_argument("--iters", type=int, default=MIN_CLI_ITERS,
@@ -417,7 +427,7 @@ def _validate(args: argparse.Namespace):
             sizes.append(parse_size(text))
         except ValueError:
             raise UsageError(f"--size: {text!r} is not HxW; allowed: two positive integers, e.g. 512x512") from None
-    if args.num_classes <= 0:
+    if args.num_classes is not None and args.num_classes <= 0:
         raise UsageError(f"--num-classes: {args.num_classes}; allowed: a positive integer")
     if args.warmup < 0:
         raise UsageError(f"--warmup: {args.warmup}; allowed: an integer >= 0")
@@ -430,7 +440,9 @@ def _validate(args: argparse.Namespace):
         raise UsageError(f"--device: unknown {device!r}; allowed: auto, cpu, cuda, cuda:N")
     elif device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device: {device!r} but no CUDA device is present; allowed here: auto, cpu")
-    fields = {
+    if args.dataset != "none" and args.dataset not in OFFICIAL_NUM_CLASSES:
+        raise UsageError(f"--dataset: unknown {args.dataset!r}; allowed: none, {', '.join(OFFICIAL_NUM_CLASSES)}")
+    explicit = {
         "backbone": args.backbone,
         "output_stride": args.output_stride,
         "feats_channels": args.feats_channels,
@@ -438,25 +450,45 @@ def _validate(args: argparse.Namespace):
         "aux_channels": args.aux_channels,
         "refine_channels": args.refine_channels,
     }
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    cfgs = {}
+    for idr in idr_modes[args.idr]:
+        fields = {**official_fields(args.framework, args.dataset, idr, args.backbone), **explicit}
+        try:
+            cfgs[idr] = ModelConfig(**fields)
+        except ValidationError as err:
+            first = err.errors()[0]
+            flag = "--" + str(first["loc"][0]).replace("_", "-")
+            msg = first["msg"].removeprefix("Value error, ")
+            got = fields.get(str(first["loc"][0]))
+            raise UsageError(f"{flag}: {msg}" + ("" if repr(got) in msg else f" (got {got!r})")) from None
     try:
-        cfg = ModelConfig(**fields)
-    except ValidationError as err:
-        first = err.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-")
-        msg = first["msg"].removeprefix("Value error, ")
-        got = fields.get(str(first["loc"][0]))
-        raise UsageError(f"{flag}: {msg}" + ("" if repr(got) in msg else f" (got {got!r})")) from None
-    try:
-        check_backbone(args.framework, cfg.backbone)
+        check_backbone(args.framework, args.backbone)
     except ValueError as err:
         raise UsageError(f"--backbone: {err}") from None
-    return idr_modes[args.idr], sizes, cfg, device
+    if args.num_classes is None:
+        args.num_classes = OFFICIAL_NUM_CLASSES.get(args.dataset, DEFAULT_NUM_CLASSES)
+    return idr_modes[args.idr], sizes, cfgs, device
+
+
+def official_fields(framework: str, dataset: str, idr: bool, backbone: str) -> dict:
+    """`ModelConfig` keys of the official config of (framework, dataset, backbone); {} if none."""
+    from harness.official import OUR_BACKBONES, check_pair, official_model_settings
+
+    official_backbone = next((k for k, v in OUR_BACKBONES.items() if v == backbone or k == backbone), None)
+    if dataset == "none" or official_backbone is None:
+        return {}
+    try:
+        check_pair(framework, dataset, official_backbone, idr)
+    except ValueError:
+        return {}
+    return official_model_settings(framework, dataset, idr, official_backbone)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        idr_flags, sizes, cfg, device = _validate(args)
+        idr_flags, sizes, cfgs, device = _validate(args)
     except UsageError as err:
         print(f"python -m harness.measure: {err}", file=sys.stderr)
         return 2
@@ -464,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     for idr in idr_flags:
         for size in sizes:
             results.append(
-                measure(args.framework, idr, size, cfg, args.num_classes, args.latency, args.warmup, args.iters, device)
+                measure(args.framework, idr, size, cfgs[idr], args.num_classes, args.latency, args.warmup, args.iters,
+                        device)
             )
     print(format_table(results))
     if args.json:

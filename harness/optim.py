@@ -13,7 +13,10 @@ x weight decay or not. Every group carries `lr_mult` (the backbone's is
   LayerNorm, ...), biases, position / relative-position tables (``absolute_pos_embed``,
   ``pos_embed``, ``position_embeddings``, ``relative_position_bias_table``) and learned
   embeddings (``nn.Embedding`` weights and ``level_embed``: Mask2Former's query and level
-  embeddings, which detectron2 and mmsegmentation also exempt).
+  embeddings, which detectron2 and mmsegmentation also exempt). With `train.no_decay_names` set,
+  exactly the parameters whose full name contains one of those strings are exempt (the official
+  sssegmentation Swin-L configs: ``absolute_pos_embed``, ``relative_position_bias_table``,
+  ``norm``; biases and the heads' BatchNorms then decay).
 
 Backbone parameters are those under the model's ``backbone`` child (a ``module.`` prefix from
 DDP is ignored). Parameters with ``requires_grad=False`` are left out.
@@ -72,7 +75,10 @@ def param_groups(model: nn.Module, train_cfg) -> list[dict]:
             seen.add(id(param))
             full_name = f"{module_name}.{param_name}" if module_name else param_name
             backbone = _is_backbone(full_name)
-            no_decay = exempt and _no_decay(module, param_name, full_name)
+            if train_cfg.no_decay_names is None:
+                no_decay = exempt and _no_decay(module, param_name, full_name)
+            else:  # the official params_rules: a name match, nothing else (biases and head norms decay)
+                no_decay = exempt and any(key in full_name for key in train_cfg.no_decay_names)
             key = (backbone, no_decay)
             if key not in groups:
                 mult = train_cfg.backbone_lr_mult if backbone else 1.0

@@ -64,23 +64,23 @@ class PyramidPooling(nn.Module):
 
 
 class ASPP(nn.Module):
-    """Atrous spatial pyramid pooling: an image-pooling branch (global average, 1x1 conv-BN-ReLU,
-    broadcast back) and, per dilation d, a conv-BN-ReLU (1x1 when d == 1, else 3x3 with
-    dilation d); the branches are concatenated and fused by a 3x3 conv-BN-ReLU to `channels`.
-    [B,in,h,w] -> [B,channels,h,w]."""
+    """Atrous spatial pyramid pooling: per dilation d a conv-BN-ReLU (1x1 when d == 1, else 3x3
+    with dilation d), then an image-pooling branch (global average, 1x1 conv-BN-ReLU, broadcast
+    back); concatenated in that order (the official ASPP's: dilated branches first, pooling last)
+    and fused by a 3x3 conv-BN-ReLU to `channels`. [B,in,h,w] -> [B,channels,h,w]."""
 
     def __init__(self, in_channels: int, channels: int, dilations: Sequence[int]):
         super().__init__()
-        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, channels, 1))
         self.branches = nn.ModuleList(
             ConvBNReLU(in_channels, channels, 1 if d == 1 else 3, dilation=d) for d in dilations
         )
+        self.image_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), ConvBNReLU(in_channels, channels, 1))
         self.fuse = ConvBNReLU((len(dilations) + 1) * channels, channels, 3)
         self.out_channels = channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = [resize(self.image_pool(x), x.shape[2:])]
-        outs += [branch(x) for branch in self.branches]
+        outs = [branch(x) for branch in self.branches]
+        outs.append(resize(self.image_pool(x), x.shape[2:]))
         return self.fuse(torch.cat(outs, dim=1))
 
 
@@ -111,19 +111,40 @@ class FPN(nn.Module):
         return [resize(out, size) for out in outs]
 
 
+REFINE_POSITIONS = ("before", "after", "none")
+
+
 class RefinedContextWiring(nn.Module):
-    """IDR wiring around a context module on F whose output is refined after stage 1.
+    """IDR wiring around a context module on F whose output may be refined by self-attention.
 
     Reads: F (the IDR bottleneck output, `feats_channels`) through `context`; stage 1 reads
     the context output; `refine` runs a self-attention block (query = key = the context,
     `refine_channels` wide, output at the context's width); stage 2 reads [F, Z, refined
     context] (2C + context channels). Subclasses change what stage 2 reads (`stage2_context`).
+
+    `refine_at` says when the refinement runs (the official use_sa_on_coarsecontext_before /
+    _after): "before" stage 1 (stage 1 then reads the refined context), "after" stage 1, or
+    "none" (no self-attention block at all; the official LIP configs).
     """
 
-    def __init__(self, context: nn.Module, context_channels: int, feats_channels: int, refine_channels: int):
+    def __init__(
+        self,
+        context: nn.Module,
+        context_channels: int,
+        feats_channels: int,
+        refine_channels: int,
+        refine_at: str = "after",
+    ):
         super().__init__()
+        if refine_at not in REFINE_POSITIONS:
+            raise ValueError(f"unknown coarse_refine {refine_at!r}; allowed: {', '.join(REFINE_POSITIONS)}")
         self.context = context
-        self.refiner = SelfAttentionBlock(context_channels, context_channels, refine_channels, context_channels)
+        self.refine_at = refine_at
+        self.refiner = (
+            None
+            if refine_at == "none"
+            else SelfAttentionBlock(context_channels, context_channels, refine_channels, context_channels)
+        )
         self.context_channels = context_channels
         self.stage1_channels = context_channels
         self.stage2_channels = 2 * feats_channels + context_channels
@@ -132,7 +153,7 @@ class RefinedContextWiring(nn.Module):
         return self.context(feats)
 
     def refine(self, coarse: torch.Tensor) -> torch.Tensor:
-        return self.refiner(coarse, coarse)
+        return coarse if self.refiner is None else self.refiner(coarse, coarse)
 
     def stage2_context(self, coarse: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
         return coarse

@@ -1,11 +1,12 @@
 """DeepLabV3: the baseline head and how IDR is wired into it.
 
-Baseline (mmsegmentation-style): ASPP on backbone stage 4 (image pooling, a 1x1 branch and 3x3
-branches dilated 12/24/36 at output stride 8, 6/12/18 at 16), whose 3x3 fusion conv-BN-ReLU is
+Baseline (official): ASPP on backbone stage 4 (a 1x1 branch and 3x3 branches dilated 12/24/36
+at output stride 8, 6/12/18 at 16, then image pooling), whose 3x3 fusion conv-BN-ReLU is
 the head's bottleneck, then Dropout2d and a 1x1 classifier. Output at the stage-4 resolution.
 
 With IDR (official config): ASPP runs on F (C -> C) as the coarse context; stage 1 reads the
-ASPP output; after stage 1 it is refined by self-attention; stage 2 reads [F, Z, refined ASPP]
+ASPP output; it is refined by self-attention after stage 1 (before it on COCO-Stuff-10k, not
+at all on LIP: `coarse_refine`); stage 2 reads [F, Z, refined ASPP]
 (3C channels).
 """
 from __future__ import annotations
@@ -49,6 +50,12 @@ class DeepLabV3Wiring(RefinedContextWiring):
     The backbone pyramid is not read beyond stage 4 (through F).
     """
 
-    def __init__(self, feats_channels: int, refine_channels: int, dilations: Sequence[int] = aspp_dilations(8)):
+    def __init__(
+        self,
+        feats_channels: int,
+        refine_channels: int,
+        dilations: Sequence[int] = aspp_dilations(8),
+        refine_at: str = "after",
+    ):
         aspp = ASPP(feats_channels, feats_channels, dilations)
-        super().__init__(aspp, feats_channels, feats_channels, refine_channels)
+        super().__init__(aspp, feats_channels, feats_channels, refine_channels, refine_at)

@@ -29,12 +29,19 @@ from models.idr import (
 )
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
 
+STAGE1_INPUTS = ("context", "feats")
+
 
 class IDRWiring(Protocol):
-    """What a framework tells IDR: its coarse context, how it is refined, what stage 2 adds."""
+    """What a framework tells IDR: its coarse context, how it is refined, what stage 2 adds.
+
+    `refine_at`: "before" / "after" stage 1, or "none" (when `refine` runs; see
+    :class:`models.context.RefinedContextWiring`).
+    """
 
     stage1_channels: int
     stage2_channels: int
+    refine_at: str
 
     def coarse_context(self, feats: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor | None: ...
 
@@ -163,12 +170,17 @@ class IDRHead(IDRCore, nn.Module):
         relation_momentum: float = 0.1,
         reps_momentum: float = 0.1,
         ignore_index: int = 255,
+        stage1_input: str = "context",
     ):
         super().__init__()
+        if stage1_input not in STAGE1_INPUTS:
+            raise ValueError(f"unknown stage1_input {stage1_input!r}; allowed: {', '.join(STAGE1_INPUTS)}")
         c, k = feats_channels, num_classes
         self.bottleneck = ConvBNReLU(in_channels[-1], c, 3)
         self.wiring = wiring
-        self.stage1 = PixelClassifier(wiring.stage1_channels, c, k, dropout)
+        # official force_stage1_use_oripr: stage 1 reads F even when there is a coarse context
+        self.stage1_reads_feats = stage1_input == "feats"
+        self.stage1 = PixelClassifier(c if self.stage1_reads_feats else wiring.stage1_channels, c, k, dropout)
         self.refiner = SelfAttentionBlock(6 * c, 6 * c, refine_channels, c)
         self.stage2 = PixelClassifier(wiring.stage2_channels, c, k, dropout)
         self.relation_momentum = relation_momentum
@@ -179,10 +191,14 @@ class IDRHead(IDRCore, nn.Module):
     def forward(self, pyramid: list[torch.Tensor], target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feats = self.bottleneck(pyramid[-1])
         coarse = self.wiring.coarse_context(feats, pyramid)
-        stage1 = self.stage1(feats if coarse is None else coarse)
+        refine_at = getattr(self.wiring, "refine_at", "after")
+        if refine_at == "before":
+            coarse = self.wiring.refine(coarse)
+        stage1 = self.stage1(feats if coarse is None or self.stage1_reads_feats else coarse)
         if stage1.shape[2:] != feats.shape[2:]:
             stage1 = F.interpolate(stage1, size=feats.shape[2:], mode="bilinear", align_corners=False)
-        coarse = self.wiring.refine(coarse)
+        if refine_at == "after":
+            coarse = self.wiring.refine(coarse)
         feats_plus, reps, present = self.enhance(feats, stage1)
         id_context = self.id_context(feats_plus, reps, present, stage1)
         extra = self.wiring.stage2_context(coarse, pyramid)

@@ -5,7 +5,8 @@ stage 4, whose 3x3 fusion conv-BN-ReLU is the head's bottleneck, then Dropout2d 
 classifier. Output at the stage-4 resolution.
 
 With IDR (official config): the PPM runs on F (C -> C) as the coarse context; stage 1 reads the
-PPM output; after stage 1 the PPM output is refined by self-attention; stage 2 reads
+PPM output (or F: `stage1_input: feats`, Cityscapes); the PPM output is refined by self-attention
+after stage 1 (before it on COCO-Stuff-10k, not at all on LIP: `coarse_refine`); stage 2 reads
 [F, Z, refined PPM] (3C channels).
 """
 from __future__ import annotations
@@ -48,6 +49,12 @@ class PSPNetWiring(RefinedContextWiring):
     The backbone pyramid is not read beyond stage 4 (through F).
     """
 
-    def __init__(self, feats_channels: int, refine_channels: int, pool_scales: Sequence[int] = PSP_POOL_SCALES):
+    def __init__(
+        self,
+        feats_channels: int,
+        refine_channels: int,
+        pool_scales: Sequence[int] = PSP_POOL_SCALES,
+        refine_at: str = "after",
+    ):
         ppm = PyramidPooling(feats_channels, feats_channels, pool_scales)
-        super().__init__(ppm, feats_channels, feats_channels, refine_channels)
+        super().__init__(ppm, feats_channels, feats_channels, refine_channels, refine_at)

@@ -37,14 +37,14 @@ FRAMEWORKS: dict[str, Framework] = {
     ),
     "pspnet": Framework(
         head=lambda chans, k, cfg: PSPHead(chans, cfg.head_channels, k, cfg.dropout),
-        wiring=lambda chans, cfg: PSPNetWiring(cfg.feats_channels, cfg.refine_channels),
+        wiring=lambda chans, cfg: PSPNetWiring(cfg.feats_channels, cfg.refine_channels, refine_at=cfg.coarse_refine),
     ),
     "deeplabv3": Framework(
         head=lambda chans, k, cfg: ASPPHead(
             chans, cfg.head_channels, k, cfg.dropout, aspp_dilations(cfg.output_stride)
         ),
         wiring=lambda chans, cfg: DeepLabV3Wiring(
-            cfg.feats_channels, cfg.refine_channels, aspp_dilations(cfg.output_stride)
+            cfg.feats_channels, cfg.refine_channels, aspp_dilations(cfg.output_stride), refine_at=cfg.coarse_refine
         ),
     ),
     "upernet": Framework(
@@ -57,6 +57,7 @@ FRAMEWORKS: dict[str, Framework] = {
             cfg.refine_channels,
             cfg.upernet_context,
             aspp_dilations(cfg.output_stride),
+            refine_at=cfg.coarse_refine,
         ),
     ),
 }
@@ -140,6 +141,7 @@ def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_ind
             relation_momentum=cfg.relation_momentum,
             reps_momentum=cfg.dataset_reps_momentum,
             ignore_index=ignore_index,
+            stage1_input=cfg.stage1_input,
         )
     else:
         head = spec.head(chans, num_classes, cfg)

@@ -7,7 +7,8 @@ convs); the four levels, upsampled to stage 1's resolution (1/4) and concatenate
 
 With IDR (official config): IDR runs before the FPN. The coarse context (ASPP or PPM on F, to
 the FPN width; `ModelConfig.upernet_context`) feeds stage 1 at F's resolution (1/8), is refined
-by self-attention after stage 1, and becomes the FPN's top level; stage 2 reads [F, Z, FPN]
+by self-attention after stage 1 (`coarse_refine`: before it, or not at all), and becomes
+the FPN's top level; stage 2 reads [F, Z, FPN]
 at 1/4 (2C + 4 x FPN width channels).
 """
 from __future__ import annotations
@@ -67,6 +68,7 @@ class UPerNetWiring(RefinedContextWiring):
         context: Literal["aspp", "ppm"] = "ppm",
         dilations: Sequence[int] = aspp_dilations(8),
         pool_scales: Sequence[int] = PSP_POOL_SCALES,
+        refine_at: str = "after",
     ):
         if context == "aspp":
             module = ASPP(feats_channels, fpn_channels, dilations)
@@ -74,7 +76,7 @@ class UPerNetWiring(RefinedContextWiring):
             module = PyramidPooling(feats_channels, fpn_channels, pool_scales)
         else:
             raise ValueError(f"unknown UPerNet coarse context {context!r}; allowed: aspp, ppm")
-        super().__init__(module, fpn_channels, feats_channels, refine_channels)
+        super().__init__(module, fpn_channels, feats_channels, refine_channels, refine_at)
         self.fpn = FPN(in_channels[:-1], fpn_channels)
         self.stage2_channels = 2 * feats_channels + self.fpn.num_levels * fpn_channels
 
