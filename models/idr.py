@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.losses import pixel_cross_entropy
+
 NEGATIVE_RELATION_FILL = -1e16
 
 
@@ -93,14 +95,17 @@ def _per_class_stats(
 
 
 def deletion_effect(
-    logits_anchor: torch.Tensor, logits_deleted: torch.Tensor, target: torch.Tensor, ignore_index: int
+    loss_anchor: torch.Tensor, logits_deleted: torch.Tensor, target: torch.Tensor, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """How much deleting a class raised the loss of each ground-truth class (mean and variance)."""
-    k = logits_anchor.shape[1]
+    """How much deleting a class raised the loss of each ground-truth class (mean and variance).
+
+    `loss_anchor` is the anchor's per-pixel cross-entropy [B,H,W] at label size, which the
+    training loss has already computed (:func:`models.losses.cross_entropy_and_pixels`); only
+    the deleted prediction's is computed here.
+    """
+    k = logits_deleted.shape[1]
     valid = target != ignore_index
-    safe_target = torch.where(valid, target, torch.zeros_like(target))
-    loss_anchor = F.cross_entropy(logits_anchor, safe_target, reduction="none")
-    loss_deleted = F.cross_entropy(logits_deleted, safe_target, reduction="none")
+    loss_deleted = pixel_cross_entropy(logits_deleted, target, ignore_index)
     # float64 sums: a float32 running sum over a large class drifts by ~1e-5
     count, mean_a, var_a = _per_class_stats(loss_anchor.double(), target, valid, k)
     _, mean_d, var_d = _per_class_stats(loss_deleted.double(), target, valid, k)
