@@ -9,6 +9,8 @@ and the caller exits with status 2 (:class:`ConfigError`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import itertools
 from pathlib import Path
@@ -24,6 +26,21 @@ class ConfigError(Exception):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+# Checking framework, dataset and backbone names imports the registries (torch, timm). A first
+# pass over the file runs without them, so a misspelt key or a wrong type is reported before
+# those imports (in well under 2 s); the names are checked in a second pass.
+_REGISTRY_CHECKS = contextvars.ContextVar("registry_checks", default=True)
+
+
+@contextlib.contextmanager
+def _without_registry_checks():
+    token = _REGISTRY_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _REGISTRY_CHECKS.reset(token)
 
 
 def _check_names(values: list[str], allowed: list[str], what: str) -> list[str]:
@@ -62,6 +79,8 @@ class Grid(Strict):
     @field_validator("frameworks")
     @classmethod
     def _known_frameworks(cls, v: list[str]) -> list[str]:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from models.registry import all_framework_names
 
         return _check_names(v, all_framework_names(), "framework")
@@ -69,6 +88,8 @@ class Grid(Strict):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, v: list[str]) -> list[str]:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from harness.data import dataset_names
 
         return _check_names(v, dataset_names(), "dataset")
@@ -99,6 +120,8 @@ class ModelConfig(Strict):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from models.backbones import is_known_backbone
 
         if not is_known_backbone(v):
@@ -175,6 +198,8 @@ class DataConfig(Strict):
     @field_validator("options")
     @classmethod
     def _known_datasets(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from harness.data import dataset_names, validate_options
 
         _check_names(list(v), dataset_names(), "dataset")
@@ -366,6 +391,12 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
     for assignment in overrides:
         raw = apply_override(raw, assignment)
+    with _without_registry_checks():
+        _validate(raw, source)
+    return _validate(raw, source)
+
+
+def _validate(raw: dict[str, Any], source: str) -> Experiment:
     try:
         exp = Experiment.model_validate(raw)
         expand_cells(exp)  # swept values are validated where they land

@@ -14,10 +14,9 @@ from pathlib import Path
 
 from harness.cli import Parser, parse_or_exit
 from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
-from harness.data import DataError, build_dataset
-from harness.estimate import Estimate, Rate, estimate_cells, plan_rate
-from models.backbones import PretrainedWeightsError
-from models.registry import check_backbone, resolve_weights
+
+# torch, Ray and the model / data registries are imported where they are needed, after the
+# experiment file has been read and validated: a bad file is reported without those imports.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -56,6 +55,8 @@ def select_cells(cells: list[Cell], patterns: list[str], source: str) -> list[Ce
 
 def check_plan(cells: list[Cell], source: str) -> None:
     """Checks of the cells that need more than the schema; raise ConfigError with one line."""
+    from models.registry import check_backbone
+
     for cell in cells:
         try:
             check_backbone(cell.framework, cell.model.backbone)
@@ -73,6 +74,9 @@ def check_plan(cells: list[Cell], source: str) -> None:
 
 
 def check_weights(cells: list[Cell], source: str) -> None:
+    from models.backbones import PretrainedWeightsError
+    from models.registry import resolve_weights
+
     needed = {(c.framework, c.model.backbone, c.model.pretrained) for c in cells}
     for framework, backbone, pretrained in sorted(needed, key=str):
         try:
@@ -86,6 +90,8 @@ def check_datasets(cells: list[Cell]) -> None:
 
     Raises one DataError listing every dataset that is missing or broken, one line each.
     """
+    from harness.data import DataError, build_dataset
+
     problems: dict[str, str] = {}
     seen = set()
     for cell in cells:
@@ -102,7 +108,30 @@ def check_datasets(cells: list[Cell]) -> None:
         raise DataError("\n".join(text if text.startswith(name) else f"{name}: {text}" for name, text in problems.items()))
 
 
-def print_plan(exp: Experiment, cells: list[Cell], estimates: list[Estimate], rate: Rate) -> None:
+def check_inputs(cells: list[Cell], source: str) -> None:
+    """Weights and datasets of every cell; raise ConfigError listing every problem, one line each."""
+    from harness.data import DataError
+
+    problems = []
+    for check in (lambda: check_weights(cells, source), lambda: check_datasets(cells)):
+        try:
+            check()
+        except (ConfigError, DataError) as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def dry_run(exp: Experiment, cells: list[Cell], args: argparse.Namespace) -> None:
+    from harness.estimate import estimate_cells, plan_rate
+
+    rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
+    estimates = estimate_cells(cells, rate, lambda done, total: print(
+        f"counting FLOPs: model {done}/{total}", file=sys.stderr, flush=True))
+    print_plan(exp, cells, estimates, rate)
+
+
+def print_plan(exp: Experiment, cells: list[Cell], estimates: list, rate) -> None:
     print(f"experiment {exp.name}: {len(cells)} cells, up to {exp.scaling.max_concurrent_cells} at once")
     header = f"{'cell':48} {'framework':10} {'IDR':4} {'dataset':16} {'backbone':14} {'seed':>4} {'iters':>7} {'batch':>5}"
     print(header + f" {'resources per cell':>26} {'GFLOPs':>8} {'GPU-h':>8} {'wall-h':>7}")
@@ -141,20 +170,10 @@ def main(argv: list[str] | None = None) -> int:
         cells = select_cells(resolve_cells(exp), args.only, args.experiment)
         check_plan(cells, args.experiment)
         if args.dry_run:
-            rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
-            estimates = estimate_cells(cells, rate, lambda done, total: print(
-                f"counting FLOPs: model {done}/{total}", file=sys.stderr, flush=True))
-            print_plan(exp, cells, estimates, rate)
+            dry_run(exp, cells, args)
             return 0
-        problems = []
-        for check in (lambda: check_weights(cells, args.experiment), lambda: check_datasets(cells)):
-            try:
-                check()
-            except (ConfigError, DataError) as err:
-                problems.append(str(err))
-        if problems:
-            raise ConfigError("\n".join(problems))
-    except (ConfigError, DataError) as err:
+        check_inputs(cells, args.experiment)
+    except ConfigError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
