@@ -22,6 +22,7 @@ import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from harness import phases
 from harness.config import Cell
 from harness.progress import Board
 from harness.records import cell_dir, store_cell
@@ -77,9 +78,12 @@ def train_loop_per_worker(config: dict) -> None:
     hub = config["hub"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    if rank == 0:
+        hub.post.remote(cell.cell_id, "phase", ("train worker group running", time.time()))
     device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
     payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
     if rank == 0:
+        hub.post.remote(cell.cell_id, "phase", ("run_cell returned", time.time()))
         ray.get(hub.post.remote(cell.cell_id, "result", payload))
 
 
@@ -127,8 +131,10 @@ def cell_trial(config: dict) -> None:
     hub = config["hub"]
     start = time.perf_counter()
     hub.post.remote(cell.cell_id, "started", None)
+    hub.post.remote(cell.cell_id, "phase", ("tune trial running", time.time()))
     try:
         make_trainer(cell, hub, Path(config["storage"]), config["resume"]).fit()
+        hub.post.remote(cell.cell_id, "phase", ("trainer.fit returned", time.time()))
     except BaseException as exc:
         ray.get(hub.post.remote(cell.cell_id, "failed", "".join(traceback.format_exception(exc))))
         raise
@@ -166,6 +172,7 @@ def run_cells(
             board.finish(cell_id, None, status="failed", error="no result reported")
             return
         record = store_cell(results_dir, cell, payloads[cell_id], wall)
+        phases.mark("record written")
         records[cell_id] = record
         log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
         board.finish(cell_id, record["metrics"]["mIoU"])
@@ -176,6 +183,8 @@ def run_cells(
                 log_line(cell_id, payload)
             elif kind == "progress":
                 board.progress(cell_id, *payload)
+            elif kind == "phase":
+                phases.mark(*payload)
             elif kind == "result":
                 payloads[cell_id] = payload
             elif kind == "started":
@@ -206,11 +215,13 @@ def run_cells(
             outcome["error"] = exc
 
     worker = threading.Thread(target=fit, name="idrbench-tune", daemon=True)
+    phases.mark("tune grid starting")
     worker.start()
     while worker.is_alive():
         worker.join(timeout=0.5)
         handle(ray.get(hub.drain.remote()))
     handle(ray.get(hub.drain.remote()))
+    phases.mark("tune grid returned")
     for cell_id, state in board.cells.items():
         if cell_id in by_id and state.status in ("waiting", "running"):
             error = _short_error(str(outcome["error"])) if "error" in outcome else "did not finish"

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness import phases
 from harness.cli import Parser, parse_or_exit
 from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
 
@@ -164,6 +165,7 @@ def start_ray(address: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    phases.mark("harness.run main")
     args = parse_args(argv)
     try:
         exp = load_experiment(args.experiment, args.overrides)
@@ -195,14 +197,18 @@ def main(argv: list[str] | None = None) -> int:
             record = completed_record(results_dir, cell)
             board.finish(cell.cell_id, record["metrics"]["mIoU"], status="cached")
     start = time.perf_counter()
+    phases.mark("checks done, records read")
     if todo:
         start_ray(args.address)
+        phases.mark("ray started")
         with board:
             run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells, resume=args.resume)
     console.print(board.summary())
     console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
     if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):
         print(write_tables(results_dir))
+    phases.mark("tables written")
+    phases.dump()
     return 1 if board.counts()["failed"] else 0
 
 
