@@ -216,15 +216,17 @@ def estimate_cells(cells: list[Cell], rate: Rate, on_model: Callable[[int, int],
     for cell in cells:
         distinct.setdefault(keys[cell.cell_id], cell)
     flop_cache = FlopCache()
-    for done, (key, cell) in enumerate(distinct.items(), 1):
-        card = cards[cell.cell_id]
-        built = cache(lambda cell=cell, card=card: count_model_flops(cell, card.num_classes, card.ignore_index))
-        crop = tuple(card.crop_size)
-        counted = scaled_forward_flops(lambda size, key=key, built=built: flop_cache.count(key, size, built), crop)
-        per_pixel[key] = counted / (crop[0] * crop[1])
-        if on_model is not None:
-            on_model(done, len(distinct))
-    flop_cache.save()
+    try:
+        for done, (key, cell) in enumerate(distinct.items(), 1):
+            card = cards[cell.cell_id]
+            built = cache(lambda cell=cell, card=card: count_model_flops(cell, card.num_classes, card.ignore_index))
+            crop = tuple(card.crop_size)
+            counted = scaled_forward_flops(lambda size, key=key, built=built: flop_cache.count(key, size, built), crop)
+            per_pixel[key] = counted / (crop[0] * crop[1])
+            if on_model is not None:
+                on_model(done, len(distinct))
+    finally:
+        flop_cache.save()  # the models counted so far, even when a later one fails
     out = []
     for cell in cells:
         card = cards[cell.cell_id]
@@ -240,10 +242,10 @@ def estimate_cells(cells: list[Cell], rate: Rate, on_model: Callable[[int, int],
     return out
 
 
-def plan_rate(results_dir: Path, assumed: float | None) -> Rate:
+def plan_rate(results_dir: Path, assumed: float | None, source: str = "given with --gpu-rate") -> Rate:
     """The rate for a plan: `--gpu-rate` if given, else measured from results_dir, else ASSUMED_RATE."""
     if assumed is not None:
-        return Rate(assumed, "given with --gpu-rate")
+        return Rate(assumed, source)
     from harness.records import find_records
 
     return measured_rate(find_records(results_dir)) or Rate(ASSUMED_RATE, "assumed (no finished GPU cell to measure it)")

@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpu-rate", type=float, default=None, metavar="FLOPS",
                         help="fvcore FLOPs/s one GPU sustains in training, for the --dry-run estimates "
                         "(default: measured from finished GPU cells in --results, else 2e13; see harness/estimate.py)")
+    parser.add_argument("--gpu-rate-from", default=None, metavar="FILE",
+                        help="take the --dry-run rate from a benchmarks/gpu_check.py JSON (gpu_rate_flops_per_s)")
     parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
@@ -123,10 +125,27 @@ def check_inputs(cells: list[Cell], source: str) -> None:
         raise ConfigError("\n".join(problems))
 
 
+def rate_from_gpu_check(path: str) -> float:
+    """`gpu_rate_flops_per_s` of a benchmarks/gpu_check.py report; ConfigError naming the file otherwise."""
+    import json
+
+    try:
+        rate = json.loads(Path(path).read_text()).get("gpu_rate_flops_per_s")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"--gpu-rate-from {path}: cannot read a gpu_check.py JSON report ({err})") from None
+    if not isinstance(rate, (int, float)) or rate <= 0:
+        raise ConfigError(f"--gpu-rate-from {path}: expected a positive number at gpu_rate_flops_per_s, got {rate!r}")
+    return float(rate)
+
+
 def dry_run(exp: Experiment, cells: list[Cell], args: argparse.Namespace) -> None:
     from harness.estimate import estimate_cells, plan_rate
 
-    rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
+    if args.gpu_rate_from is not None:
+        source = f"measured by benchmarks/gpu_check.py ({args.gpu_rate_from})"
+        rate = plan_rate(Path(args.results) / exp.name, rate_from_gpu_check(args.gpu_rate_from), source)
+    else:
+        rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
     estimates = estimate_cells(cells, rate, lambda done, total: print(
         f"counting FLOPs: model {done}/{total}", file=sys.stderr, flush=True))
     print_plan(exp, cells, estimates, rate)

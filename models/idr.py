@@ -59,12 +59,13 @@ def relation_context(
     reps: torch.Tensor, present: torch.Tensor, relations: torch.Tensor, drop_negative: bool = True
 ) -> torch.Tensor:
     """ctx[b,i] = sum_j softmax_j(R[i,j]) reps[b,j] over the present classes j of image b."""
-    scores = relations.to(reps.dtype).unsqueeze(0).expand(reps.shape[0], -1, -1)  # [B,K,K]
+    # at least float32: the -1e16 fill overflows float16 (fp16 autocast)
+    scores = relations.to(torch.promote_types(reps.dtype, torch.float32)).unsqueeze(0).expand(reps.shape[0], -1, -1)
     if drop_negative:
         scores = scores.masked_fill(scores <= 0, NEGATIVE_RELATION_FILL)
     scores = scores.masked_fill(~present.unsqueeze(1), float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    weights = torch.nan_to_num(weights, nan=0.0)  # images with no present class at all
+    weights = torch.nan_to_num(weights, nan=0.0).to(reps.dtype)  # images with no present class at all
     ctx = torch.bmm(weights, reps)
     return ctx * present.unsqueeze(-1).to(ctx.dtype)
 
