@@ -5,6 +5,11 @@ Workers send log lines, progress and their final payload to a small `ProgressHub
 the driver drains it, keeps the live display and the cell logs, and writes each record.
 (Ray Train's own `Result.metrics` stays empty unless a checkpoint is reported, so results
 travel through the hub.)
+
+Each Tune trial and each Train controller is a fresh Ray worker process that imports this
+module: it imports only Ray (and torch through Ray Train) at the top; the training code
+(`harness.train`: models, timm, the data pipeline) is imported in the Train workers only, and
+the records in the driver only, which keeps those processes' start-up short.
 """
 from __future__ import annotations
 
@@ -18,15 +23,12 @@ from typing import Any
 import ray
 import ray.train
 from ray import tune
-import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from harness import phases
 from harness.config import Cell
 from harness.progress import Board
-from harness.records import cell_dir, store_cell
-from harness.train import checkpoint_name, latest_checkpoint, run_cell
 
 
 TRIAL_MEMORY_BYTES = 256 * 1024**2
@@ -62,6 +64,8 @@ class HubReporter:
         return Path(self.resume_dir) if self.resume_dir else None
 
     def save(self, directory: Path, iteration: int) -> None:
+        from harness.train import checkpoint_name
+
         checkpoint = ray.train.Checkpoint.from_directory(str(directory))
         ray.train.report({"iteration": iteration}, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name(iteration))
 
@@ -74,6 +78,10 @@ class HubReporter:
 
 def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker of a cell."""
+    import torch
+
+    from harness.train import run_cell
+
     cell = Cell.model_validate(config["cell"])
     hub = config["hub"]
     context = ray.train.get_context()
@@ -87,10 +95,9 @@ def train_loop_per_worker(config: dict) -> None:
         ray.get(hub.post.remote(cell.cell_id, "result", payload))
 
 
-def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrainer:
-    """The cell's trainer; it continues from the cell's newest checkpoint when `resume`."""
+def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool, latest: str | None = None) -> TorchTrainer:
+    """The cell's trainer; it continues from `latest` (the cell's newest checkpoint) when `resume`."""
     run_dir = storage_path / cell.cell_id
-    latest = latest_checkpoint(run_dir) if resume else None
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     scaling = ScalingConfig(
@@ -103,7 +110,7 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
         train_loop_config={
             "cell": cell.model_dump(mode="json"),
             "hub": hub,
-            "resume_dir": str(latest) if latest else None,
+            "resume_dir": latest if resume else None,
         },
         scaling_config=scaling,
         run_config=RunConfig(
@@ -113,6 +120,10 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
+
+
+def _as_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _short_error(text: str) -> str:
@@ -133,7 +144,8 @@ def cell_trial(config: dict) -> None:
     hub.post.remote(cell.cell_id, "started", None)
     hub.post.remote(cell.cell_id, "phase", ("tune trial running", time.time()))
     try:
-        make_trainer(cell, hub, Path(config["storage"]), config["resume"]).fit()
+        latest = config["latest"].get(cell.cell_id)
+        make_trainer(cell, hub, Path(config["storage"]), config["resume"], latest).fit()
         hub.post.remote(cell.cell_id, "phase", ("trainer.fit returned", time.time()))
     except BaseException as exc:
         ray.get(hub.post.remote(cell.cell_id, "failed", "".join(traceback.format_exception(exc))))
@@ -149,6 +161,9 @@ def run_cells(
     At most `max_concurrent` cells run at once. With `resume`, each cell continues from its
     newest checkpoint under `results_dir/_ray`.
     """
+    from harness.records import cell_dir, store_cell
+    from harness.train import latest_checkpoint
+
     hub = ProgressHub.remote()
     storage = (results_dir / "_ray").resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -202,6 +217,7 @@ def run_cells(
             "hub": hub,
             "storage": str(storage),
             "resume": resume,
+            "latest": {c.cell_id: _as_str(latest_checkpoint(storage / c.cell_id)) for c in cells} if resume else {},
         },
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(name="grid", storage_path=str(storage), verbose=0),

@@ -171,13 +171,26 @@ def print_plan(exp: Experiment, cells: list[Cell], estimates: list, rate) -> Non
     )
 
 
+# Ray settings that cut the fixed cost of a run (read by Ray, Tune and Train in every process; a
+# local Ray's processes inherit the driver's environment; a cluster's keep their own):
+# no usage-stats report, no Tune result loggers (results travel through the progress hub), and
+# Ray Train noticing finished workers within 1 s instead of 2 s.
+RAY_ENV = {
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0",
+}
+
+
 def start_ray(address: str | None) -> None:
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    if address:
+    if address:  # a cluster's processes keep the environment they were started with
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
