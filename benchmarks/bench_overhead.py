@@ -5,11 +5,16 @@
 Prints the wall time of one cell run (a) by `harness.train.run_cell` in this process and (b) by
 `python -m harness.run` (Ray start, Tune trial, Train worker group, records), their ratio, and
 the cost of saving and loading one checkpoint. Everything runs in one invocation, so the ratio is
-meaningful on any machine.
+meaningful on any machine. The harness.run time is broken down by the phase marks it writes to
+$IDRBENCH_PHASES (harness/phases.py): process start and imports, checks, Ray start, Tune trial
+start, Train worker group start, the cell itself, Train / Tune teardown, records and tables, exit.
+Run it under the shared Ray lock: `flock /tmp/idrbench-ray.lock python benchmarks/bench_overhead.py`.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -56,10 +61,13 @@ def main() -> None:
         run_cell(cell, PrintReporter(root / "plain_ckpt", quiet=True))
         plain = time.perf_counter() - start
 
-        start = time.perf_counter()
+        marks_file = root / "phases.json"
+        env = {**os.environ, "IDRBENCH_PHASES": str(marks_file)}
+        launched, start = time.time(), time.perf_counter()
         subprocess.run([sys.executable, "-m", "harness.run", str(path), "--results", str(root / "results")],
-                       cwd=REPO, check=True, capture_output=True)
+                       cwd=REPO, check=True, capture_output=True, env=env)
         through_ray = time.perf_counter() - start
+        marks = [("process launched", launched), *json.loads(marks_file.read_text()), ("process exited", time.time())]
 
         model = build_segmentor("fcn", True, 10, cell.model)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -79,6 +87,9 @@ def main() -> None:
     print(f"plain process (run_cell)          {plain:8.1f} s")
     print(f"python -m harness.run (with Ray)  {through_ray:8.1f} s   ratio {through_ray / plain:.2f}x, "
           f"overhead {through_ray - plain:.1f} s")
+    print("harness.run phases (seconds since the previous mark):")
+    for (_, before), (name, when) in zip(marks, marks[1:]):
+        print(f"  {name:34} {when - before:7.1f}")
     print(f"checkpoint save / load            {saved * 1e3:8.1f} / {loaded * 1e3:.1f} ms ({size_mb:.1f} MiB)")
 
 

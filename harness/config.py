@@ -10,6 +10,8 @@ and the caller exits with status 2 (:class:`ConfigError`).
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import difflib
 import itertools
@@ -26,6 +28,21 @@ class ConfigError(Exception):
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+
+# Checking framework, dataset and backbone names imports the registries (torch, timm). A first
+# pass over the file runs without them, so a misspelt key or a wrong type is reported before
+# those imports (in well under 2 s); the names are checked in a second pass.
+_REGISTRY_CHECKS = contextvars.ContextVar("registry_checks", default=True)
+
+
+@contextlib.contextmanager
+def _without_registry_checks():
+    token = _REGISTRY_CHECKS.set(False)
+    try:
+        yield
+    finally:
+        _REGISTRY_CHECKS.reset(token)
 
 
 def _check_names(values: list[str], allowed: list[str], what: str) -> list[str]:
@@ -64,6 +81,8 @@ class Grid(Strict):
     @field_validator("frameworks")
     @classmethod
     def _known_frameworks(cls, v: list[str]) -> list[str]:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from models.registry import all_framework_names
 
         return _check_names(v, all_framework_names(), "framework")
@@ -71,6 +90,8 @@ class Grid(Strict):
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, v: list[str]) -> list[str]:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from harness.data import dataset_names
 
         return _check_names(v, dataset_names(), "dataset")
@@ -108,6 +129,8 @@ class ModelConfig(Strict):
     @field_validator("backbone")
     @classmethod
     def _known_backbone(cls, v: str) -> str:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from models.backbones import is_known_backbone
 
         if not is_known_backbone(v):
@@ -189,6 +212,8 @@ class DataConfig(Strict):
     @field_validator("options")
     @classmethod
     def _known_datasets(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        if not _REGISTRY_CHECKS.get():
+            return v
         from harness.data import dataset_names, validate_options
 
         _check_names(list(v), dataset_names(), "dataset")
@@ -416,6 +441,12 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
         raise ConfigError(f"{source}: lists released models, not an experiment; run `python -m harness.released {source}`")
     for assignment in overrides:
         raw = apply_override(raw, assignment)
+    with _without_registry_checks():
+        _validate(raw, source)
+    return _validate(raw, source)
+
+
+def _validate(raw: dict[str, Any], source: str) -> Experiment:
     try:
         exp = Experiment.model_validate(raw)
         expand_cells(exp)  # swept values are validated where they land

@@ -5,6 +5,11 @@ Workers send log lines, progress and their final payload to a small `ProgressHub
 the driver drains it, keeps the live display and the cell logs, and writes each record.
 (Ray Train's own `Result.metrics` stays empty unless a checkpoint is reported, so results
 travel through the hub.)
+
+Each Tune trial and each Train controller is a fresh Ray worker process that imports this
+module: it imports only Ray (and torch through Ray Train) at the top; the training code
+(`harness.train`: models, timm, the data pipeline) is imported in the Train workers only, and
+the records in the driver only, which keeps those processes' start-up short.
 """
 from __future__ import annotations
 
@@ -19,15 +24,12 @@ from typing import Any
 import ray
 import ray.train
 from ray import tune
-import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
+from harness import phases
 from harness.config import Cell
 from harness.progress import Board
-from harness.records import cell_dir, store_cell
-from harness.tblog import CellEventWriters, evaluation_scalars
-from harness.train import checkpoint_name, latest_checkpoint, run_cell
 
 
 TRIAL_MEMORY_BYTES = 256 * 1024**2
@@ -63,6 +65,8 @@ class HubReporter:
         return Path(self.resume_dir) if self.resume_dir else None
 
     def save(self, directory: Path, iteration: int) -> None:
+        from harness.train import checkpoint_name
+
         checkpoint = ray.train.Checkpoint.from_directory(str(directory))
         ray.train.report({"iteration": iteration}, checkpoint=checkpoint, checkpoint_dir_name=checkpoint_name(iteration))
 
@@ -78,20 +82,26 @@ class HubReporter:
 
 def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker of a cell."""
+    import torch
+
+    from harness.train import run_cell
+
     cell = Cell.model_validate(config["cell"])
     hub = config["hub"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    if rank == 0:
+        hub.post.remote(cell.cell_id, "phase", ("train worker group running", time.time()))
     device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
     payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
     if rank == 0:
+        hub.post.remote(cell.cell_id, "phase", ("run_cell returned", time.time()))
         ray.get(hub.post.remote(cell.cell_id, "result", payload))
 
 
-def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrainer:
-    """The cell's trainer; it continues from the cell's newest checkpoint when `resume`."""
+def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool, latest: str | None = None) -> TorchTrainer:
+    """The cell's trainer; it continues from `latest` (the cell's newest checkpoint) when `resume`."""
     run_dir = storage_path / cell.cell_id
-    latest = latest_checkpoint(run_dir) if resume else None
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
     scaling = ScalingConfig(
@@ -104,7 +114,7 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
         train_loop_config={
             "cell": cell.model_dump(mode="json"),
             "hub": hub,
-            "resume_dir": str(latest) if latest else None,
+            "resume_dir": latest if resume else None,
         },
         scaling_config=scaling,
         run_config=RunConfig(
@@ -114,6 +124,10 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
+
+
+def _as_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def _short_error(text: str) -> str:
@@ -132,8 +146,11 @@ def cell_trial(config: dict) -> None:
     hub = config["hub"]
     start = time.perf_counter()
     hub.post.remote(cell.cell_id, "started", None)
+    hub.post.remote(cell.cell_id, "phase", ("tune trial running", time.time()))
     try:
-        make_trainer(cell, hub, Path(config["storage"]), config["resume"]).fit()
+        latest = config["latest"].get(cell.cell_id)
+        make_trainer(cell, hub, Path(config["storage"]), config["resume"], latest).fit()
+        hub.post.remote(cell.cell_id, "phase", ("trainer.fit returned", time.time()))
     except BaseException as exc:
         ray.get(hub.post.remote(cell.cell_id, "failed", "".join(traceback.format_exception(exc))))
         raise
@@ -148,6 +165,10 @@ def run_cells(
     At most `max_concurrent` cells run at once. With `resume`, each cell continues from its
     newest checkpoint under `results_dir/_ray`.
     """
+    from harness.records import cell_dir, store_cell
+    from harness.tblog import CellEventWriters, evaluation_scalars
+    from harness.train import latest_checkpoint
+
     hub = ProgressHub.remote()
     storage = (results_dir / "_ray").resolve()
     storage.mkdir(parents=True, exist_ok=True)
@@ -172,6 +193,7 @@ def run_cells(
             board.finish(cell_id, None, status="failed", error="no result reported")
             return
         record = store_cell(results_dir, cell, payloads[cell_id], wall)
+        phases.mark("record written")
         records[cell_id] = record
         log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
         board.finish(cell_id, record["metrics"]["mIoU"])
@@ -186,6 +208,8 @@ def run_cells(
                 board.progress(cell_id, *payload)
             elif kind == "scalars":
                 event_files.scalars(cell_id, *payload)
+            elif kind == "phase":
+                phases.mark(*payload)
             elif kind == "result":
                 payloads[cell_id] = payload
             elif kind == "started":
@@ -206,6 +230,7 @@ def run_cells(
             "hub": hub,
             "storage": str(storage),
             "resume": resume,
+            "latest": {c.cell_id: _as_str(latest_checkpoint(storage / c.cell_id)) for c in cells} if resume else {},
         },
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(name="grid", storage_path=str(storage), verbose=0),
@@ -219,11 +244,13 @@ def run_cells(
             outcome["error"] = exc
 
     worker = threading.Thread(target=fit, name="idrbench-tune", daemon=True)
+    phases.mark("tune grid starting")
     worker.start()
     while worker.is_alive():
         worker.join(timeout=0.5)
         handle(ray.get(hub.drain.remote()))
     handle(ray.get(hub.drain.remote()))
+    phases.mark("tune grid returned")
     for cell_id, state in board.cells.items():
         if cell_id in by_id and state.status in ("waiting", "running"):
             error = _short_error(str(outcome["error"])) if "error" in outcome else "did not finish"

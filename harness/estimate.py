@@ -17,12 +17,23 @@ a fused multiply-add = 1 flop) at a quarter of the crop's side and scaled by the
 which is exact for convolutions (tests/test_estimate.py). Measured against full-size counts with
 ResNet-50 (full_table.yaml settings): FCN and PSPNet within 0.2%; FCN + IDR 3-4% and PSPNet + IDR
 (512x1024) 7% below, since IDR's count grows a little faster than the pixel count.
+
+Counts are cached on disk outside results/ (`~/.cache/idrbench/flop_counts.json`, or the folder
+in $IDRBENCH_CACHE_DIR), one entry per model and counted input size, keyed by everything that
+changes a count: framework, IDR, number of classes, the model config (pretrained weights
+aside), the input size, the versions of torch, timm, fvcore and transformers, and a hash of
+the model code (models/*.py, harness/measure.py). A second `--dry-run` counts nothing again.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import statistics
 from dataclasses import dataclass
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -116,6 +127,67 @@ def count_model_flops(cell: Cell, num_classes: int, ignore_index: int) -> Callab
     return lambda size: count_flops(model, size)["total"]
 
 
+CACHE_ENV = "IDRBENCH_CACHE_DIR"
+_ROOT = Path(__file__).resolve().parents[1]
+_COUNTED_LIBRARIES = ("torch", "timm", "fvcore", "transformers")
+
+
+def cache_file() -> Path:
+    folder = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "idrbench"
+    return Path(folder).expanduser() / "flop_counts.json"
+
+
+@cache
+def code_fingerprint() -> str:
+    """Library versions and a hash of the code that decides a model's FLOP count."""
+    digest = hashlib.sha256()
+    for name in _COUNTED_LIBRARIES:
+        try:
+            digest.update(f"{name}={metadata.version(name)};".encode())
+        except metadata.PackageNotFoundError:
+            digest.update(f"{name}=absent;".encode())
+    for path in sorted([*(_ROOT / "models").glob("*.py"), _ROOT / "harness" / "measure.py"]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class FlopCache:
+    """FLOP counts on disk, one per (model key, input size, code fingerprint)."""
+
+    def __init__(self, path: Path | None = None):
+        self.path = path or cache_file()
+        try:
+            self.counts: dict[str, int] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.counts = {}
+        self.dirty = False
+
+    @staticmethod
+    def key(model: str, size: tuple[int, int]) -> str:
+        text = f"{code_fingerprint()}|{model}|{size[0]}x{size[1]}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def count(self, model: str, size: tuple[int, int], counter: Callable[[], Callable[[tuple[int, int]], int]]) -> int:
+        """The cached count, or `counter()(size)` stored for next time."""
+        key = self.key(model, size)
+        if key not in self.counts:
+            self.counts[key] = int(counter()(size))
+            self.dirty = True
+        return self.counts[key]
+
+    def save(self) -> None:
+        """Write atomically; a cache that cannot be written is only a slower next plan."""
+        if not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.counts))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass
+
+
 def measured_rate(records: Iterable[dict]) -> Rate | None:
     """Median training FLOPs/s per GPU over finished GPU cells (None if there are none)."""
     rates = []
@@ -143,13 +215,18 @@ def estimate_cells(cells: list[Cell], rate: Rate, on_model: Callable[[int, int],
     distinct: dict[str, Cell] = {}
     for cell in cells:
         distinct.setdefault(keys[cell.cell_id], cell)
-    for done, (key, cell) in enumerate(distinct.items(), 1):
-        card = cards[cell.cell_id]
-        counter = count_model_flops(cell, card.num_classes, card.ignore_index)
-        crop = tuple(card.crop_size)
-        per_pixel[key] = scaled_forward_flops(counter, crop) / (crop[0] * crop[1])
-        if on_model is not None:
-            on_model(done, len(distinct))
+    flop_cache = FlopCache()
+    try:
+        for done, (key, cell) in enumerate(distinct.items(), 1):
+            card = cards[cell.cell_id]
+            built = cache(lambda cell=cell, card=card: count_model_flops(cell, card.num_classes, card.ignore_index))
+            crop = tuple(card.crop_size)
+            counted = scaled_forward_flops(lambda size, key=key, built=built: flop_cache.count(key, size, built), crop)
+            per_pixel[key] = counted / (crop[0] * crop[1])
+            if on_model is not None:
+                on_model(done, len(distinct))
+    finally:
+        flop_cache.save()  # the models counted so far, even when a later one fails
     out = []
     for cell in cells:
         card = cards[cell.cell_id]
@@ -165,10 +242,10 @@ def estimate_cells(cells: list[Cell], rate: Rate, on_model: Callable[[int, int],
     return out
 
 
-def plan_rate(results_dir: Path, assumed: float | None) -> Rate:
+def plan_rate(results_dir: Path, assumed: float | None, source: str = "given with --gpu-rate") -> Rate:
     """The rate for a plan: `--gpu-rate` if given, else measured from results_dir, else ASSUMED_RATE."""
     if assumed is not None:
-        return Rate(assumed, "given with --gpu-rate")
+        return Rate(assumed, source)
     from harness.records import find_records
 
     return measured_rate(find_records(results_dir)) or Rate(ASSUMED_RATE, "assumed (no finished GPU cell to measure it)")

@@ -12,12 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+from harness import phases
 from harness.cli import Parser, parse_or_exit
 from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
-from harness.data import DataError, build_dataset
-from harness.estimate import Estimate, Rate, estimate_cells, plan_rate
-from models.backbones import PretrainedWeightsError
-from models.registry import check_backbone, resolve_weights
+
+# torch, Ray and the model / data registries are imported where they are needed, after the
+# experiment file has been read and validated: a bad file is reported without those imports.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpu-rate", type=float, default=None, metavar="FLOPS",
                         help="fvcore FLOPs/s one GPU sustains in training, for the --dry-run estimates "
                         "(default: measured from finished GPU cells in --results, else 2e13; see harness/estimate.py)")
+    parser.add_argument("--gpu-rate-from", default=None, metavar="FILE",
+                        help="take the --dry-run rate from a benchmarks/gpu_check.py JSON (gpu_rate_flops_per_s)")
     parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
     parser.add_argument("--results", default="results", help="results root (default: results)")
     parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
@@ -56,6 +58,8 @@ def select_cells(cells: list[Cell], patterns: list[str], source: str) -> list[Ce
 
 def check_plan(cells: list[Cell], source: str) -> None:
     """Checks of the cells that need more than the schema; raise ConfigError with one line."""
+    from models.registry import check_backbone
+
     for cell in cells:
         try:
             check_backbone(cell.framework, cell.model.backbone)
@@ -73,6 +77,9 @@ def check_plan(cells: list[Cell], source: str) -> None:
 
 
 def check_weights(cells: list[Cell], source: str) -> None:
+    from models.backbones import PretrainedWeightsError
+    from models.registry import resolve_weights
+
     needed = {(c.framework, c.model.backbone, c.model.pretrained) for c in cells}
     for framework, backbone, pretrained in sorted(needed, key=str):
         try:
@@ -86,6 +93,8 @@ def check_datasets(cells: list[Cell]) -> None:
 
     Raises one DataError listing every dataset that is missing or broken, one line each.
     """
+    from harness.data import DataError, build_dataset
+
     problems: dict[str, str] = {}
     seen = set()
     for cell in cells:
@@ -102,7 +111,47 @@ def check_datasets(cells: list[Cell]) -> None:
         raise DataError("\n".join(text if text.startswith(name) else f"{name}: {text}" for name, text in problems.items()))
 
 
-def print_plan(exp: Experiment, cells: list[Cell], estimates: list[Estimate], rate: Rate) -> None:
+def check_inputs(cells: list[Cell], source: str) -> None:
+    """Weights and datasets of every cell; raise ConfigError listing every problem, one line each."""
+    from harness.data import DataError
+
+    problems = []
+    for check in (lambda: check_weights(cells, source), lambda: check_datasets(cells)):
+        try:
+            check()
+        except (ConfigError, DataError) as err:
+            problems.append(str(err))
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def rate_from_gpu_check(path: str) -> float:
+    """`gpu_rate_flops_per_s` of a benchmarks/gpu_check.py report; ConfigError naming the file otherwise."""
+    import json
+
+    try:
+        rate = json.loads(Path(path).read_text()).get("gpu_rate_flops_per_s")
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(f"--gpu-rate-from {path}: cannot read a gpu_check.py JSON report ({err})") from None
+    if not isinstance(rate, (int, float)) or rate <= 0:
+        raise ConfigError(f"--gpu-rate-from {path}: expected a positive number at gpu_rate_flops_per_s, got {rate!r}")
+    return float(rate)
+
+
+def dry_run(exp: Experiment, cells: list[Cell], args: argparse.Namespace) -> None:
+    from harness.estimate import estimate_cells, plan_rate
+
+    if args.gpu_rate_from is not None:
+        source = f"measured by benchmarks/gpu_check.py ({args.gpu_rate_from})"
+        rate = plan_rate(Path(args.results) / exp.name, rate_from_gpu_check(args.gpu_rate_from), source)
+    else:
+        rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
+    estimates = estimate_cells(cells, rate, lambda done, total: print(
+        f"counting FLOPs: model {done}/{total}", file=sys.stderr, flush=True))
+    print_plan(exp, cells, estimates, rate)
+
+
+def print_plan(exp: Experiment, cells: list[Cell], estimates: list, rate) -> None:
     print(f"experiment {exp.name}: {len(cells)} cells, up to {exp.scaling.max_concurrent_cells} at once")
     header = f"{'cell':48} {'framework':10} {'IDR':4} {'dataset':16} {'backbone':14} {'seed':>4} {'iters':>7} {'batch':>5}"
     print(header + f" {'resources per cell':>26} {'GFLOPs':>8} {'GPU-h':>8} {'wall-h':>7}")
@@ -122,39 +171,43 @@ def print_plan(exp: Experiment, cells: list[Cell], estimates: list[Estimate], ra
     )
 
 
+# Ray settings that cut the fixed cost of a run (read by Ray, Tune and Train in every process; a
+# local Ray's processes inherit the driver's environment; a cluster's keep their own):
+# no usage-stats report, no Tune result loggers (results travel through the progress hub), and
+# Ray Train noticing finished workers within 1 s instead of 2 s.
+RAY_ENV = {
+    "RAY_TRAIN_V2_ENABLED": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "1.0",
+}
+
+
 def start_ray(address: str | None) -> None:
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
     import ray
 
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    if address:
+    if address:  # a cluster's processes keep the environment they were started with
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
 def main(argv: list[str] | None = None) -> int:
+    phases.mark("harness.run main")
     args = parse_args(argv)
     try:
         exp = load_experiment(args.experiment, args.overrides)
         cells = select_cells(resolve_cells(exp), args.only, args.experiment)
         check_plan(cells, args.experiment)
         if args.dry_run:
-            rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
-            estimates = estimate_cells(cells, rate, lambda done, total: print(
-                f"counting FLOPs: model {done}/{total}", file=sys.stderr, flush=True))
-            print_plan(exp, cells, estimates, rate)
+            dry_run(exp, cells, args)
             return 0
-        problems = []
-        for check in (lambda: check_weights(cells, args.experiment), lambda: check_datasets(cells)):
-            try:
-                check()
-            except (ConfigError, DataError) as err:
-                problems.append(str(err))
-        if problems:
-            raise ConfigError("\n".join(problems))
-    except (ConfigError, DataError) as err:
+        check_inputs(cells, args.experiment)
+    except ConfigError as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
@@ -176,14 +229,18 @@ def main(argv: list[str] | None = None) -> int:
             record = completed_record(results_dir, cell)
             board.finish(cell.cell_id, record["metrics"]["mIoU"], status="cached")
     start = time.perf_counter()
+    phases.mark("checks done, records read")
     if todo:
         start_ray(args.address)
+        phases.mark("ray started")
         with board:
             run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells, resume=args.resume)
     console.print(board.summary())
     console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
     if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):
         print(write_tables_brief(results_dir))
+    phases.mark("tables written")
+    phases.dump()
     return 1 if board.counts()["failed"] else 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from models.losses import pixel_cross_entropy
+
 NEGATIVE_RELATION_FILL = -1e16
 
 
@@ -57,12 +59,13 @@ def relation_context(
     reps: torch.Tensor, present: torch.Tensor, relations: torch.Tensor, drop_negative: bool = True
 ) -> torch.Tensor:
     """ctx[b,i] = sum_j softmax_j(R[i,j]) reps[b,j] over the present classes j of image b."""
-    scores = relations.to(reps.dtype).unsqueeze(0).expand(reps.shape[0], -1, -1)  # [B,K,K]
+    # at least float32: the -1e16 fill overflows float16 (fp16 autocast)
+    scores = relations.to(torch.promote_types(reps.dtype, torch.float32)).unsqueeze(0).expand(reps.shape[0], -1, -1)
     if drop_negative:
         scores = scores.masked_fill(scores <= 0, NEGATIVE_RELATION_FILL)
     scores = scores.masked_fill(~present.unsqueeze(1), float("-inf"))
     weights = torch.softmax(scores, dim=-1)
-    weights = torch.nan_to_num(weights, nan=0.0)  # images with no present class at all
+    weights = torch.nan_to_num(weights, nan=0.0).to(reps.dtype)  # images with no present class at all
     ctx = torch.bmm(weights, reps)
     return ctx * present.unsqueeze(-1).to(ctx.dtype)
 
@@ -93,14 +96,17 @@ def _per_class_stats(
 
 
 def deletion_effect(
-    logits_anchor: torch.Tensor, logits_deleted: torch.Tensor, target: torch.Tensor, ignore_index: int
+    loss_anchor: torch.Tensor, logits_deleted: torch.Tensor, target: torch.Tensor, ignore_index: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """How much deleting a class raised the loss of each ground-truth class (mean and variance)."""
-    k = logits_anchor.shape[1]
+    """How much deleting a class raised the loss of each ground-truth class (mean and variance).
+
+    `loss_anchor` is the anchor's per-pixel cross-entropy [B,H,W] at label size, which the
+    training loss has already computed (:func:`models.losses.cross_entropy_and_pixels`); only
+    the deleted prediction's is computed here.
+    """
+    k = logits_deleted.shape[1]
     valid = target != ignore_index
-    safe_target = torch.where(valid, target, torch.zeros_like(target))
-    loss_anchor = F.cross_entropy(logits_anchor, safe_target, reduction="none")
-    loss_deleted = F.cross_entropy(logits_deleted, safe_target, reduction="none")
+    loss_deleted = pixel_cross_entropy(logits_deleted, target, ignore_index)
     # float64 sums: a float32 running sum over a large class drifts by ~1e-5
     count, mean_a, var_a = _per_class_stats(loss_anchor.double(), target, valid, k)
     _, mean_d, var_d = _per_class_stats(loss_deleted.double(), target, valid, k)

@@ -11,6 +11,7 @@ Buffers (in `state_dict`, averaged across DDP ranks after every update):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
@@ -28,6 +29,7 @@ from models.idr import (
     update_relations,
 )
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
+from models.losses import pixel_cross_entropy
 
 STAGE1_INPUTS = ("context", "feats")
 
@@ -60,6 +62,22 @@ def stage2_input(feats: torch.Tensor, id_context: torch.Tensor, extra: torch.Ten
         feats = F.interpolate(feats, size=size, mode="bilinear", align_corners=False)
         id_context = F.interpolate(id_context, size=size, mode="bilinear", align_corners=False)
     return torch.cat([feats, id_context, extra], dim=1)
+
+
+DELETION_OUTPUT = "idr_deletion"
+
+
+@dataclass
+class PendingDeletion:
+    """Step 8 half done: the deleted stage-2 logits, waiting for the anchor's per-pixel loss.
+
+    The head returns it under `DELETION_OUTPUT`; the segmentor computes the stage-2 training
+    loss per pixel and hands it to :meth:`IDRCore.record_deletion`, so the anchor's
+    full-resolution cross-entropy is computed once.
+    """
+
+    deleted_logits: torch.Tensor
+    deleted: torch.Tensor
 
 
 def pick_deleted_classes(present: torch.Tensor, pick_counts: torch.Tensor) -> torch.Tensor:
@@ -128,19 +146,26 @@ class IDRCore:
         joint = torch.cat([feats_plus, ctx_mean, ctx_var], dim=1)
         return self.refiner(joint, joint)
 
-    def record_deletion(
-        self, anchor: torch.Tensor, deleted_pred: torch.Tensor, deleted: torch.Tensor, target: torch.Tensor
-    ) -> None:
-        """Step 8's update: stage-2 logits without / with class deleted[b] deleted -> Rmu, Rsigma.
+    def anchor_pixel_loss(self, anchor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-pixel cross-entropy of anchor logits upsampled bilinearly to the label size."""
+        with _full_precision(anchor.device):
+            anchor = F.interpolate(anchor.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+            return pixel_cross_entropy(anchor, target, self.ignore_index)
 
-        Both predictions are upsampled bilinearly to the label size first; the relations are then
-        averaged across ranks, with the pick counters.
+    def record_deletion(
+        self, anchor_loss: torch.Tensor, deleted_pred: torch.Tensor, deleted: torch.Tensor, target: torch.Tensor
+    ) -> None:
+        """Step 8's update: anchor per-pixel loss and logits with class deleted[b] deleted -> Rmu, Rsigma.
+
+        `anchor_loss` [B,H,W] is at label size; the deleted prediction is upsampled bilinearly to
+        it first; the relations are then averaged across ranks, with the pick counters.
         """
         size = target.shape[-2:]
-        with _full_precision(anchor.device):
-            anchor = F.interpolate(anchor.float(), size=size, mode="bilinear", align_corners=False)
+        with _full_precision(deleted_pred.device):
             deleted_pred = F.interpolate(deleted_pred.float(), size=size, mode="bilinear", align_corners=False)
-            mean_diff, var_diff, mean_valid, var_valid = deletion_effect(anchor, deleted_pred, target, self.ignore_index)
+            mean_diff, var_diff, mean_valid, var_valid = deletion_effect(
+                anchor_loss.float(), deleted_pred, target, self.ignore_index
+            )
             m = self.relation_momentum
             self.relations_mean.copy_(update_relations(self.relations_mean, deleted, mean_diff, mean_valid, m))
             self.relations_var.copy_(update_relations(self.relations_var, deleted, var_diff, var_valid, m))
@@ -204,18 +229,21 @@ class IDRHead(IDRCore, nn.Module):
         extra = self.wiring.stage2_context(coarse, pyramid)
         rng_before_stage2 = _rng_state(feats.device)
         stage2 = self.stage2(stage2_input(feats, id_context, extra))
+        outputs = {"stage1": stage1, "stage2": stage2}
         if self.training and target is not None:
             with torch.no_grad():
-                self.update_relations_by_deletion(
-                    feats, feats_plus, reps, present, stage1, extra, stage2, target, rng_before_stage2
+                pending = self.update_relations_by_deletion(
+                    feats, feats_plus, reps, present, stage1, extra, rng_before_stage2
                 )
                 self.update_dataset_reps(feats, target)
-        return {"stage1": stage1, "stage2": stage2}
+            if pending is not None:
+                outputs[DELETION_OUTPUT] = pending
+        return outputs
 
     def update_relations_by_deletion(
-        self, feats, feats_plus, reps, present, stage1, extra, stage2, target, rng_before_stage2
-    ) -> None:
-        """Step 8: delete one class per image, re-run steps 4-7, and record how the loss moved."""
+        self, feats, feats_plus, reps, present, stage1, extra, rng_before_stage2
+    ) -> PendingDeletion:
+        """Step 8: delete one class per image and re-run steps 4-7; the caller records the effect."""
         deleted = pick_deleted_classes(present, self.pick_counts)
         present_d, reps_d = exclude_classes(present, reps, deleted)
         id_context = self.id_context(feats_plus, reps_d, present_d, stage1)
@@ -225,7 +253,7 @@ class IDRHead(IDRCore, nn.Module):
         with torch.random.fork_rng(devices=[feats.device] if feats.device.type == "cuda" else []):
             _set_rng_state(rng_before_stage2, feats.device)
             stage2_deleted = self.stage2(stage2_in)
-        self.record_deletion(stage2, stage2_deleted, deleted, target)
+        return PendingDeletion(stage2_deleted, deleted)
 
 
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -533,9 +533,8 @@ class Mask2FormerSegmentor(nn.Module):
         size = target.shape[-2:]
         anchor = semantic_inference(anchor_classes.detach(), anchor_masks.detach(), size)
         deleted_scores = semantic_inference(classes_d[-1], masks_d[-1], size)
-        idr.record_deletion(
-            anchor.clamp_min(SCORE_FLOOR).log(), deleted_scores.clamp_min(SCORE_FLOOR).log(), deleted, target
-        )
+        anchor_loss = idr.anchor_pixel_loss(anchor.clamp_min(SCORE_FLOOR).log(), target)
+        idr.record_deletion(anchor_loss, deleted_scores.clamp_min(SCORE_FLOOR).log(), deleted, target)
 
 
 # ----------------------------------------------------------------------------------- builder

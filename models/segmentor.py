@@ -5,6 +5,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.idr_head import DELETION_OUTPUT
+from models.losses import cross_entropy_and_pixels
+
 
 class Segmentor(nn.Module):
     """`forward(images)` gives class logits at image size; `losses(images, target)` the weighted losses.
@@ -38,10 +41,18 @@ class Segmentor(nn.Module):
 
     def _losses(self, pyramid: list[torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = dict(self.head(pyramid, target))
+        pending = outputs.pop(DELETION_OUTPUT, None)
         if self.aux_head is not None:
             outputs["aux"] = self.aux_head(pyramid[2])
-        losses = {}
+        losses, anchor_loss = {}, None
         for name, logits in outputs.items():
             up = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-            losses[name] = self.loss_weights[name] * F.cross_entropy(up, target, ignore_index=self.ignore_index)
+            if pending is not None and name == self.head.main_output:
+                loss, anchor_loss = cross_entropy_and_pixels(up, target, self.ignore_index)
+            else:
+                loss = F.cross_entropy(up, target, ignore_index=self.ignore_index)
+            losses[name] = self.loss_weights[name] * loss
+        if pending is not None:
+            with torch.no_grad():  # IDR step 8 reuses the stage-2 loss of each pixel as its anchor
+                self.head.record_deletion(anchor_loss.detach(), pending.deleted_logits, pending.deleted, target)
         return losses

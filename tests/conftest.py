@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+os.environ.setdefault("IDRBENCH_CACHE_DIR", tempfile.mkdtemp(prefix="idrbench-test-cache-"))  # FLOP counts
 os.environ["RAY_AUTH_MODE"] = "token"  # read when ray is imported: set before any test imports it
 
 REPO = Path(__file__).resolve().parent.parent

@@ -1,6 +1,7 @@
 import pytest
 import torch.nn as nn
 
+from harness import estimate
 from harness.config import expand_cells, load_experiment
 from harness.data import dataset_card
 from harness.estimate import (
@@ -101,3 +102,31 @@ def test_dry_run_prints_gpu_hours(write_experiment, capsys):
     out = capsys.readouterr().out
     assert "GPU-h" in out and "1e+12 FLOPs/s per GPU, given with --gpu-rate" in out
     assert "estimated" in out and "GPU-hours in all" in out
+
+
+def test_flop_counts_are_cached_per_model_and_size(write_experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv(estimate.CACHE_ENV, str(tmp_path / "cache"))
+    built = []
+    real = estimate.count_model_flops
+
+    def counting(cell, num_classes, ignore_index):
+        built.append(cell.cell_id)
+        return real(cell, num_classes, ignore_index)
+
+    monkeypatch.setattr(estimate, "count_model_flops", counting)
+    cells = expand_cells(load_experiment(write_experiment(tiny_experiment("t"))))
+    first = estimate_cells(cells, Rate(1e9, "test"))
+    assert len(built) == 2 and (tmp_path / "cache" / "flop_counts.json").is_file()
+    again = estimate_cells(cells, Rate(1e9, "test"))
+    assert len(built) == 2  # nothing counted the second time
+    assert [e.forward_gflops for e in again] == [e.forward_gflops for e in first]
+    wider = [c.model_copy(update={"model": c.model.model_copy(update={"feats_channels": 24})}) for c in cells]
+    estimate_cells(wider, Rate(1e9, "test"))
+    assert len(built) == 4  # another model config is another key
+
+
+def test_flop_cache_key_depends_on_size_and_code(monkeypatch):
+    key = estimate.FlopCache.key("fcn|True|5|{}", (64, 64))
+    assert key != estimate.FlopCache.key("fcn|True|5|{}", (64, 96))
+    monkeypatch.setattr(estimate, "code_fingerprint", lambda: "other code")
+    assert key != estimate.FlopCache.key("fcn|True|5|{}", (64, 64))

@@ -33,6 +33,7 @@ def _load_reference():
 
 ref = _load_reference()
 from models import idr  # noqa: E402  (fail loudly, never skip, if the core does not import)
+from models.losses import pixel_cross_entropy
 
 TOL = 1e-5
 IGNORE = 255
@@ -385,7 +386,7 @@ def test_deletion_effect(B, K, H, W, n_present, n_single, n_double, ignore_frac)
     anchor = torch.randn(B, K, H, W, generator=g) * 2
     deleted = anchor + 0.7 * torch.randn(B, K, H, W, generator=g)
 
-    out = idr.deletion_effect(anchor, deleted, target, IGNORE)
+    out = idr.deletion_effect(pixel_cross_entropy(anchor, target, IGNORE), deleted, target, IGNORE)
     exp = ref.ref_deletion_effect(anchor.double(), deleted.double(), target, IGNORE)
     names = ("mean_diff", "var_diff", "mean_valid", "var_valid")
     assert len(out) == 4
@@ -407,7 +408,7 @@ def test_deletion_effect_all_ignore_image():
     target[1] = IGNORE
     anchor = torch.randn(B, K, H, W, generator=g)
     deleted = torch.randn(B, K, H, W, generator=g)
-    out = idr.deletion_effect(anchor, deleted, target, IGNORE)
+    out = idr.deletion_effect(pixel_cross_entropy(anchor, target, IGNORE), deleted, target, IGNORE)
     exp = ref.ref_deletion_effect(anchor.double(), deleted.double(), target, IGNORE)
     for a, e in zip(out, exp):
         if e.dtype == torch.bool:
@@ -421,7 +422,8 @@ def test_deletion_effect_identical_logits_is_zero():
     g = _gen(52)
     target = make_target(2, 9, 12, 12, 4, 1, 1, 0.1, g)
     anchor = torch.randn(2, 9, 12, 12, generator=g)
-    mean_diff, var_diff, mv, vv = idr.deletion_effect(anchor, anchor.clone(), target, IGNORE)
+    anchor_loss = pixel_cross_entropy(anchor, target, IGNORE)
+    mean_diff, var_diff, mv, vv = idr.deletion_effect(anchor_loss, anchor.clone(), target, IGNORE)
     assert mean_diff.abs().max() <= TOL and var_diff.abs().max() <= TOL
     assert mv.any() and vv.any()
 
@@ -505,7 +507,7 @@ def test_other_ignore_index():
     target[target == IGNORE] = -100
     anchor = torch.randn(B, K, H, W, generator=g)
     deleted = torch.randn(B, K, H, W, generator=g)
-    out = idr.deletion_effect(anchor, deleted, target, -100)
+    out = idr.deletion_effect(pixel_cross_entropy(anchor, target, -100), deleted, target, -100)
     exp = ref.ref_deletion_effect(anchor.double(), deleted.double(), target, -100)
     for a, e in zip(out, exp):
         if e.dtype == torch.bool:

@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 
 import models.idr_head as idr_head
 from harness.config import ModelConfig
-from models import build_segmentor
+from models import build_segmentor, idr
 from models.idr_head import pick_deleted_classes
 
 K = 6
@@ -152,3 +153,43 @@ def test_buffers_are_averaged_across_ddp_ranks():
     torch.manual_seed(100)
     train_step(single, *batch(seed=0))
     assert not torch.allclose(single.head.dataset_reps, results[0]["dataset_reps"])
+
+
+def _relations_as_before_the_reuse(model, before, anchor, deleted_logits, deleted, target):
+    """Step 8 as it was computed before the anchor loss was reused: both cross-entropies here."""
+    size = target.shape[-2:]
+    anchor = F.interpolate(anchor.float(), size=size, mode="bilinear", align_corners=False)
+    deleted_logits = F.interpolate(deleted_logits.float(), size=size, mode="bilinear", align_corners=False)
+    valid = target != 255
+    safe = torch.where(valid, target, torch.zeros_like(target))
+    loss_a = F.cross_entropy(anchor, safe, reduction="none").double()
+    loss_d = F.cross_entropy(deleted_logits, safe, reduction="none").double()
+    count, mean_a, var_a = idr._per_class_stats(loss_a, target, valid, K)
+    _, mean_d, var_d = idr._per_class_stats(loss_d, target, valid, K)
+    mean_diff = torch.where(count > 0, mean_d - mean_a, torch.zeros_like(mean_a)).float()
+    var_diff = torch.where(count > 1, var_d - var_a, torch.zeros_like(var_a)).float()
+    m = model.head.relation_momentum
+    return (
+        idr.update_relations(before["relations_mean"], deleted, mean_diff, count > 0, m),
+        idr.update_relations(before["relations_var"], deleted, var_diff, count > 1, m),
+    )
+
+
+def test_reusing_the_stage2_loss_is_bitwise_identical_in_float32(monkeypatch):
+    picks = []
+    original_pick = idr_head.pick_deleted_classes
+    monkeypatch.setattr(idr_head, "pick_deleted_classes", lambda *a: picks.append(original_pick(*a)) or picks[-1])
+    torch.manual_seed(0)
+    model = build_segmentor("fcn", True, K, tiny_cfg())
+    stage2_outputs = []
+    model.head.stage2.register_forward_hook(lambda module, args, out: stage2_outputs.append(out.detach()))
+    before = {n: getattr(model.head, n).clone() for n in BUFFERS}
+    images, target = batch(size=40)
+    losses = train_step(model, images, target)
+    anchor, deleted_logits = stage2_outputs
+    up = F.interpolate(anchor, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    assert torch.equal(losses["stage2"], model.loss_weights["stage2"] * F.cross_entropy(up, target, ignore_index=255))
+    mean, var = _relations_as_before_the_reuse(model, before, anchor, deleted_logits, picks[0], target)
+    assert not torch.equal(mean, before["relations_mean"])
+    assert torch.equal(model.head.relations_mean, mean)
+    assert torch.equal(model.head.relations_var, var)
