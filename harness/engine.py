@@ -25,7 +25,7 @@ from ray.train.torch import TorchTrainer
 from harness.config import Cell
 from harness.progress import Board
 from harness.records import cell_dir, store_cell
-from harness.train import checkpoint_name, latest_checkpoint, run_cell
+from harness.train import CellFault, checkpoint_name, latest_checkpoint, run_cell
 
 
 TRIAL_MEMORY_BYTES = 256 * 1024**2
@@ -37,9 +37,19 @@ class ProgressHub:
 
     def __init__(self) -> None:
         self._events: list[tuple[str, str, Any]] = []
+        self._faults: dict[str, str] = {}
 
     def post(self, cell_id: str, kind: str, payload: Any) -> None:
         self._events.append((cell_id, kind, payload))
+
+    def record_fault(self, cell_id: str, message: str) -> None:
+        """Remember a cell's first CellFault, so that Ray Train's retries of it end at once."""
+        if cell_id not in self._faults:
+            self._faults[cell_id] = message
+            self._events.append((cell_id, "fault", message))
+
+    def fault(self, cell_id: str) -> str | None:
+        return self._faults.get(cell_id)
 
     def drain(self) -> list[tuple[str, str, Any]]:
         events, self._events = self._events, []
@@ -78,7 +88,14 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
-    payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
+    earlier = ray.get(hub.fault.remote(cell.cell_id))
+    if earlier is not None:  # divergence and bad data do not heal by retrying: end this retry at once
+        raise CellFault(earlier)
+    try:
+        payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
+    except CellFault as err:
+        ray.get(hub.record_fault.remote(cell.cell_id, str(err)))
+        raise
     if rank == 0:
         ray.get(hub.post.remote(cell.cell_id, "result", payload))
 
@@ -150,6 +167,7 @@ def run_cells(
     payloads: dict[str, dict] = {}
     records: dict[str, dict] = {}
     logs: dict[str, Any] = {}
+    faults: dict[str, str] = {}
 
     def log_line(cell_id: str, line: str) -> None:
         handle = logs.get(cell_id)
@@ -182,9 +200,12 @@ def run_cells(
                 board.start(cell_id)
             elif kind == "finished":
                 finish(cell_id, payload)
+            elif kind == "fault":
+                faults[cell_id] = payload
+                log_line(cell_id, f"failed, not retried: {payload}")
             elif kind == "failed":
                 log_line(cell_id, "failed:\n" + payload)
-                board.finish(cell_id, None, status="failed", error=_short_error(payload))
+                board.finish(cell_id, None, status="failed", error=faults.get(cell_id) or _short_error(payload))
 
     tuner = tune.Tuner(
         tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES}),

@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         with board:
             run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells, resume=args.resume)
     console.print(board.summary())
+    for state in board.cells.values():
+        if state.status == "failed":
+            print(f"error: {state.error}", file=sys.stderr)
     console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
     if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):
         print(write_tables(results_dir))
