@@ -45,6 +45,7 @@ from PIL import Image
 
 from harness.cli import Parser, UsageError
 from harness.data import DataError, SegmentationDataset, build_dataset, validate_options
+from harness.fileio import write_text_atomic
 from harness.metrics import confusion_matrix, segmentation_metrics
 
 if TYPE_CHECKING:
@@ -654,7 +655,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     print(format_report(metrics, title))
     if args.json:
-        Path(args.json).write_text(json.dumps({**about, **metrics}, indent=2, allow_nan=True) + "\n")
+        write_text_atomic(Path(args.json), json.dumps({**about, **metrics}, indent=2, allow_nan=True) + "\n")
     return 0
 
 

@@ -55,6 +55,7 @@ import torch
 import torch.nn as nn
 
 from harness.cli import Parser, UsageError
+from harness.fileio import write_text_atomic
 
 SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 MIN_CLI_ITERS = 50
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(results, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
 

@@ -16,7 +16,6 @@ import contextlib
 import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -29,6 +28,7 @@ import torch.nn as nn
 from harness.config import Cell
 from harness.data import DataError, SegmentationDataset, build_dataset
 from harness.evaluate import evaluate, protocol_kwargs
+from harness.fileio import temporary_directory
 from harness.measure import count_flops
 from harness.optim import build_optimizer, lr_at
 from models import build_segmentor
@@ -352,9 +352,9 @@ def run_cell(
             running, steps_since_log = {}, 0
         interval = cell.train.checkpoint_interval
         if interval and step % interval == 0 and step < total:
-            with tempfile.TemporaryDirectory(prefix="idrbench-ckpt-") as tmp:
-                save_checkpoint(Path(tmp), net, optimizer, scaler, step, rank)
-                reporter.save(Path(tmp), step)
+            with temporary_directory("idrbench-ckpt-") as tmp:
+                save_checkpoint(tmp, net, optimizer, scaler, step, rank)
+                reporter.save(tmp, step)
             log(f"checkpoint at iteration {step}")
         if stop_after is not None and step >= stop_after:
             return None
