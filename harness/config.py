@@ -170,6 +170,9 @@ class ScalingConfig(Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0.0)
     max_concurrent_cells: int = Field(default=1, gt=0)
+    placement: Literal["pack", "spread"] = Field(
+        default="pack", description="a cell's workers on as few nodes as possible, or one per node where possible"
+    )
 
 
 class DataConfig(Strict):

@@ -88,6 +88,7 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
+    hub.post.remote(cell.cell_id, "log", f"worker rank {rank} of {world_size} on node {ray.get_runtime_context().get_node_id()}")
     earlier = ray.get(hub.fault.remote(cell.cell_id))
     if earlier is not None:  # divergence and bad data do not heal by retrying: end this retry at once
         raise CellFault(earlier)
@@ -110,6 +111,7 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool) -> TorchTrai
         num_workers=cell.scaling.num_workers,
         use_gpu=cell.scaling.use_gpu,
         resources_per_worker={"CPU": cell.scaling.cpus_per_worker},
+        placement_strategy=cell.scaling.placement.upper(),
     )
     return TorchTrainer(
         train_loop_per_worker,

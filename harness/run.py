@@ -189,9 +189,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
+    from harness.cluster import ClusterError, check_shared_results
     from harness.engine import run_cells
     from harness.progress import Board
-    from harness.records import completed_record
+    from harness.fileio import remove_partials
+    from harness.records import cell_dir, completed_record
     from harness.tables import write_tables
 
     results_dir = Path(args.results) / exp.name
@@ -204,8 +206,16 @@ def main(argv: list[str] | None = None) -> int:
             record = completed_record(results_dir, cell)
             board.finish(cell.cell_id, record["metrics"]["mIoU"], status="cached")
     start = time.perf_counter()
+    for cell in todo:  # what a killed run left half-written; cells not in `todo` may belong to another run
+        remove_partials(cell_dir(results_dir, cell))
+        remove_partials(results_dir / "_ray" / cell.cell_id)
     if todo:
         start_ray(args.address)
+        try:
+            check_shared_results(results_dir)
+        except ClusterError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         with board:
             run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells, resume=args.resume)
     console.print(board.summary())
