@@ -25,7 +25,7 @@ from ray.train.torch import TorchTrainer
 from harness.config import Cell
 from harness.progress import Board
 from harness.records import cell_dir, store_cell
-from harness.train import CellFault, checkpoint_name, latest_checkpoint, run_cell
+from harness.train import CellFault, checkpoint_iteration, checkpoint_name, latest_checkpoint, run_cell
 
 
 TRIAL_MEMORY_BYTES = 256 * 1024**2
@@ -64,11 +64,19 @@ class HubReporter:
         self.resume_dir = resume_dir
 
     def restore(self) -> Path | None:
-        """After a worker failure, this run's newest checkpoint; else the one `--resume` found."""
+        """The newer of Ray Train's latest registered checkpoint (after a worker failure, or the
+        run's own record of a killed run) and the newest complete one `--resume` found on disk.
+
+        A killed driver can leave a complete checkpoint on disk that Ray's record does not list yet.
+        """
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:
-            return Path(checkpoint.to_directory())
-        return Path(self.resume_dir) if self.resume_dir else None
+        found = Path(self.resume_dir) if self.resume_dir else None
+        if checkpoint is None:
+            return found
+        ours = checkpoint_iteration(found) if found else None
+        if ours is not None and ours > (checkpoint_iteration(checkpoint.path) or 0):
+            return found
+        return Path(checkpoint.to_directory())
 
     def save(self, directory: Path, iteration: int) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(str(directory))

@@ -13,6 +13,7 @@ resumed run sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -128,12 +129,44 @@ def checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:08d}"
 
 
+def manifest_name(rank: int) -> str:
+    return f"files_rank{rank}.json"
+
+
+def checkpoint_complete(directory: Path) -> bool:
+    """Whether every rank's files are all there at their full size (a killed upload leaves some short).
+
+    Each rank lists its files and their sizes in a manifest; rank 0's also gives the world size.
+    Checkpoints from before manifests existed count as complete when they hold the model file.
+    """
+    first = directory / manifest_name(0)
+    if not first.is_file():
+        return (directory / MODEL_FILE).is_file() and not any(directory.glob("files_rank*.json"))
+    try:
+        world_size = int(json.loads(first.read_text())["world_size"])
+        for rank in range(world_size):
+            listed = json.loads((directory / manifest_name(rank)).read_text())["files"]
+            if any(not (directory / name).is_file() or (directory / name).stat().st_size != size
+                   for name, size in listed.items()):
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint directory under `root` (searched recursively)."""
     if not root or not Path(root).is_dir():
         return None
     found = [p.parent for p in Path(root).rglob(MODEL_FILE) if p.parent.name.startswith("iter_")]
-    return max(found, key=lambda p: p.name) if found else None
+    complete = [p for p in found if checkpoint_complete(p)]
+    return max(complete, key=lambda p: p.name) if complete else None
+
+
+def checkpoint_iteration(directory: Path | str) -> int | None:
+    """The iteration in a checkpoint folder's name (`iter_00000010` -> 10), if it has one."""
+    name = Path(directory).name
+    return int(name[len("iter_"):]) if name.startswith("iter_") and name[len("iter_"):].isdigit() else None
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float, min_lr: float) -> float:
@@ -168,7 +201,11 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, iteration: int, rank: int) -> None:
+def save_checkpoint(
+    directory: Path, model: nn.Module, optimizer, scaler, iteration: int, rank: int, world_size: int = 1
+) -> None:
+    """This rank's part of a checkpoint, then its manifest (file sizes: see `checkpoint_complete`)."""
+    files = [f"rng_rank{rank}.pt"]
     if rank == 0:
         state = {
             "iteration": iteration,
@@ -177,7 +214,10 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, iterat
             "scaler": scaler.state_dict(),
         }
         torch.save(state, directory / MODEL_FILE)
+        files.append(MODEL_FILE)
     torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
+    manifest = {"world_size": world_size, "files": {name: (directory / name).stat().st_size for name in files}}
+    (directory / manifest_name(rank)).write_text(json.dumps(manifest))
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, rank: int, log) -> int:
@@ -353,7 +393,7 @@ def run_cell(
         interval = cell.train.checkpoint_interval
         if interval and step % interval == 0 and step < total:
             with temporary_directory("idrbench-ckpt-") as tmp:
-                save_checkpoint(tmp, net, optimizer, scaler, step, rank)
+                save_checkpoint(tmp, net, optimizer, scaler, step, rank, world_size)
                 reporter.save(tmp, step)
             log(f"checkpoint at iteration {step}")
         if stop_after is not None and step >= stop_after:
