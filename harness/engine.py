@@ -29,6 +29,9 @@ from harness.train import CellFault, checkpoint_iteration, checkpoint_name, late
 
 
 TRIAL_MEMORY_BYTES = 256 * 1024**2
+# The hub, each Tune trial and (beside its trial) each Ray Train controller stay on the head
+# node: losing another node then loses only training workers, which Ray Train restarts.
+ON_HEAD_NODE = {"node:__internal_head__": 0.001}
 
 
 @ray.remote(num_cpus=0)
@@ -170,7 +173,7 @@ def run_cells(
     At most `max_concurrent` cells run at once. With `resume`, each cell continues from its
     newest checkpoint under `results_dir/_ray`.
     """
-    hub = ProgressHub.remote()
+    hub = ProgressHub.options(resources=ON_HEAD_NODE).remote()
     storage = (results_dir / "_ray").resolve()
     storage.mkdir(parents=True, exist_ok=True)
     by_id = {cell.cell_id: cell for cell in cells}
@@ -218,7 +221,7 @@ def run_cells(
                 board.finish(cell_id, None, status="failed", error=faults.get(cell_id) or _short_error(payload))
 
     tuner = tune.Tuner(
-        tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES}),
+        tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES, **ON_HEAD_NODE}),
         param_space={
             "cell": tune.grid_search([cell.model_dump(mode="json") for cell in cells]),
             "hub": hub,

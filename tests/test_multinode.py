@@ -59,7 +59,7 @@ def test_cell_spread_over_two_nodes_survives_losing_one(write_experiment, tmp_pa
         second = cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
         reference = _run_driver(path, tmp_path / "reference", cluster.address)
-        assert reference.wait(timeout=240) == 0, reference.stdout.read()[-3000:]
+        assert reference.wait(timeout=240) == 0, _tails(reference, tmp_path / "reference")
 
         results = tmp_path / "results"
         log = results / "twonodes" / "cells" / CELL / "train.log"
@@ -67,7 +67,7 @@ def test_cell_spread_over_two_nodes_survives_losing_one(write_experiment, tmp_pa
         _wait_for_line(log, "checkpoint at iteration 8", driver, 180)
         cluster.remove_node(second, allow_graceful=False)  # the raylet and its workers die at once
         cluster.add_node(num_cpus=2)  # a replacement joins
-        assert driver.wait(timeout=240) == 0, driver.stdout.read()[-3000:]
+        assert driver.wait(timeout=240) == 0, _tails(driver, results)
     finally:
         cluster.shutdown()
 
@@ -81,6 +81,11 @@ def test_cell_spread_over_two_nodes_survives_losing_one(write_experiment, tmp_pa
     expected = json.loads((tmp_path / "reference" / "twonodes" / "cells" / CELL / "record.json").read_text())
     assert finished["per_class_iou"] == expected["per_class_iou"]
     assert sorted(p.name for p in log.parent.iterdir()) == ["model.pt", "record.json", "train.log"]
+
+
+def _tails(driver: subprocess.Popen, results: Path) -> str:
+    logs = "".join(p.read_text()[-3000:] for p in results.rglob("train.log"))
+    return driver.stdout.read()[-2000:] + "\n--- train.log:\n" + logs
 
 
 def _worker_nodes(log: Path) -> list[tuple[str, str]]:
