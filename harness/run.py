@@ -162,6 +162,28 @@ def start_ray(address: str | None) -> None:
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
+def train_cells(todo: list[Cell], results_dir: Path, board, max_concurrent: int, args: argparse.Namespace) -> bool:
+    """Remove what a killed run left half-written, start Ray, check the results folder is shared
+    by every node, then run the cells; False (after one error line) when the cluster cannot."""
+    from harness.cluster import ClusterError, check_shared_results
+    from harness.engine import run_cells
+    from harness.fileio import remove_partials
+    from harness.records import cell_dir
+
+    for cell in todo:  # only these cells: the others may belong to a run still going
+        remove_partials(cell_dir(results_dir, cell))
+        remove_partials(results_dir / "_ray" / cell.cell_id)
+    start_ray(args.address)
+    try:
+        check_shared_results(results_dir)
+    except ClusterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return False
+    with board:
+        run_cells(todo, results_dir, board, max_concurrent, resume=args.resume)
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -189,11 +211,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from harness.cluster import ClusterError, check_shared_results
-    from harness.engine import run_cells
     from harness.progress import Board
-    from harness.fileio import remove_partials
-    from harness.records import cell_dir, completed_record
+    from harness.records import completed_record
     from harness.tables import write_tables
 
     results_dir = Path(args.results) / exp.name
@@ -206,18 +225,8 @@ def main(argv: list[str] | None = None) -> int:
             record = completed_record(results_dir, cell)
             board.finish(cell.cell_id, record["metrics"]["mIoU"], status="cached")
     start = time.perf_counter()
-    for cell in todo:  # what a killed run left half-written; cells not in `todo` may belong to another run
-        remove_partials(cell_dir(results_dir, cell))
-        remove_partials(results_dir / "_ray" / cell.cell_id)
-    if todo:
-        start_ray(args.address)
-        try:
-            check_shared_results(results_dir)
-        except ClusterError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        with board:
-            run_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells, resume=args.resume)
+    if todo and not train_cells(todo, results_dir, board, exp.scaling.max_concurrent_cells, args):
+        return 2
     console.print(board.summary())
     for state in board.cells.values():
         if state.status == "failed":
