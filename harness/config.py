@@ -167,7 +167,13 @@ class TrainConfig(Strict):
     amp: Literal["off", "bf16", "fp16"] = Field(default="off", description="mixed precision (fp16 needs GPUs)")
     clip_grad_norm: float | None = Field(default=None, gt=0.0, description="clip the global gradient norm")
     checkpoint_interval: int = Field(default=0, ge=0, description="iterations between checkpoints; 0 = none")
-    max_failures: int = Field(default=0, ge=0, description="worker failures retried from the last checkpoint")
+    max_failures: int = Field(
+        default=0, ge=0, description="worker or node failures retried from the last checkpoint (never divergence or bad data)"
+    )
+    skip_nonfinite: int = Field(
+        default=0, ge=0, description="steps with a non-finite loss or gradient skipped before the cell fails "
+        "(fp16 runs: GradScaler overflows count; allow a few)"
+    )
 
 
 class EvalConfig(Strict):
@@ -201,6 +207,9 @@ class ScalingConfig(Strict):
     use_gpu: bool = False
     cpus_per_worker: float = Field(default=1.0, gt=0.0)
     max_concurrent_cells: int = Field(default=1, gt=0)
+    placement: Literal["pack", "spread"] = Field(
+        default="pack", description="a cell's workers on as few nodes as possible, or one per node where possible"
+    )
 
 
 class DataConfig(Strict):

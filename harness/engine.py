@@ -33,6 +33,9 @@ from harness.progress import Board
 
 
 TRIAL_MEMORY_BYTES = 256 * 1024**2
+# The hub, each Tune trial and (beside its trial) each Ray Train controller stay on the head
+# node: losing another node then loses only training workers, which Ray Train restarts.
+ON_HEAD_NODE = {"node:__internal_head__": 0.001}
 
 
 @ray.remote(num_cpus=0)
@@ -41,9 +44,19 @@ class ProgressHub:
 
     def __init__(self) -> None:
         self._events: list[tuple[str, str, Any]] = []
+        self._faults: dict[str, str] = {}
 
     def post(self, cell_id: str, kind: str, payload: Any) -> None:
         self._events.append((cell_id, kind, payload))
+
+    def record_fault(self, cell_id: str, message: str) -> None:
+        """Remember a cell's first CellFault, so that Ray Train's retries of it end at once."""
+        if cell_id not in self._faults:
+            self._faults[cell_id] = message
+            self._events.append((cell_id, "fault", message))
+
+    def fault(self, cell_id: str) -> str | None:
+        return self._faults.get(cell_id)
 
     def drain(self) -> list[tuple[str, str, Any]]:
         events, self._events = self._events, []
@@ -58,11 +71,21 @@ class HubReporter:
         self.resume_dir = resume_dir
 
     def restore(self) -> Path | None:
-        """After a worker failure, this run's newest checkpoint; else the one `--resume` found."""
+        """The newer of Ray Train's latest registered checkpoint (after a worker failure, or the
+        run's own record of a killed run) and the newest complete one `--resume` found on disk.
+
+        A killed driver can leave a complete checkpoint on disk that Ray's record does not list yet.
+        """
+        from harness.train import checkpoint_iteration
+
         checkpoint = ray.train.get_checkpoint()
-        if checkpoint is not None:
-            return Path(checkpoint.to_directory())
-        return Path(self.resume_dir) if self.resume_dir else None
+        found = Path(self.resume_dir) if self.resume_dir else None
+        if checkpoint is None:
+            return found
+        ours = checkpoint_iteration(found) if found else None
+        if ours is not None and ours > (checkpoint_iteration(checkpoint.path) or 0):
+            return found
+        return Path(checkpoint.to_directory())
 
     def save(self, directory: Path, iteration: int) -> None:
         from harness.train import checkpoint_name
@@ -84,7 +107,7 @@ def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker of a cell."""
     import torch
 
-    from harness.train import run_cell
+    from harness.train import CellFault, run_cell
 
     cell = Cell.model_validate(config["cell"])
     hub = config["hub"]
@@ -93,7 +116,15 @@ def train_loop_per_worker(config: dict) -> None:
     if rank == 0:
         hub.post.remote(cell.cell_id, "phase", ("train worker group running", time.time()))
     device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
-    payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
+    hub.post.remote(cell.cell_id, "log", f"worker rank {rank} of {world_size} on node {ray.get_runtime_context().get_node_id()}")
+    earlier = ray.get(hub.fault.remote(cell.cell_id))
+    if earlier is not None:  # divergence and bad data do not heal by retrying: end this retry at once
+        raise CellFault(earlier)
+    try:
+        payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
+    except CellFault as err:
+        ray.get(hub.record_fault.remote(cell.cell_id, str(err)))
+        raise
     if rank == 0:
         hub.post.remote(cell.cell_id, "phase", ("run_cell returned", time.time()))
         ray.get(hub.post.remote(cell.cell_id, "result", payload))
@@ -108,6 +139,7 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool, latest: str 
         num_workers=cell.scaling.num_workers,
         use_gpu=cell.scaling.use_gpu,
         resources_per_worker={"CPU": cell.scaling.cpus_per_worker},
+        placement_strategy=cell.scaling.placement.upper(),
     )
     return TorchTrainer(
         train_loop_per_worker,
@@ -169,7 +201,7 @@ def run_cells(
     from harness.tblog import CellEventWriters, evaluation_scalars
     from harness.train import latest_checkpoint
 
-    hub = ProgressHub.remote()
+    hub = ProgressHub.options(resources=ON_HEAD_NODE).remote()
     storage = (results_dir / "_ray").resolve()
     storage.mkdir(parents=True, exist_ok=True)
     by_id = {cell.cell_id: cell for cell in cells}
@@ -177,6 +209,7 @@ def run_cells(
     records: dict[str, dict] = {}
     logs: dict[str, Any] = {}
     event_files = CellEventWriters({cell_id: cell_dir(results_dir, cell) for cell_id, cell in by_id.items()})
+    faults: dict[str, str] = {}
 
     def log_line(cell_id: str, line: str) -> None:
         handle = logs.get(cell_id)
@@ -216,15 +249,18 @@ def run_cells(
                 board.start(cell_id)
             elif kind == "finished":
                 finish(cell_id, payload)
+            elif kind == "fault":
+                faults[cell_id] = payload
+                log_line(cell_id, f"failed, not retried: {payload}")
             elif kind == "failed":
                 log_line(cell_id, "failed:\n" + payload)
-                board.finish(cell_id, None, status="failed", error=_short_error(payload))
+                board.finish(cell_id, None, status="failed", error=faults.get(cell_id) or _short_error(payload))
 
     # the driver writes each cell's event files (harness/tblog.py); Ray Tune's own CSV/JSON/TensorBoard
     # loggers would only add an empty trial folder and print a TensorBoard hint pointing at it
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     tuner = tune.Tuner(
-        tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES}),
+        tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES, **ON_HEAD_NODE}),
         param_space={
             "cell": tune.grid_search([cell.model_dump(mode="json") for cell in cells]),
             "hub": hub,

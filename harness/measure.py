@@ -62,6 +62,7 @@ import torch.nn as nn
 
 from harness.cli import Parser, UsageError
 from harness.official import OFFICIAL_NUM_CLASSES
+from harness.fileio import write_text_atomic
 
 DEFAULT_NUM_CLASSES = 150
 SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomic(path, json.dumps(results, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
 

@@ -32,6 +32,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness import reference as ref  # noqa: E402
 from harness.cli import Parser, parse_or_exit  # noqa: E402
+from harness.fileio import atomic_target
 from harness.records import find_records, read_record  # noqa: E402
 from harness.tables import (  # noqa: E402
     gflops_of,
@@ -57,7 +58,8 @@ def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     paths = []
     for fmt in FORMATS:
         path = out_dir / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=110, bbox_inches="tight")
+        with atomic_target(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=110, bbox_inches="tight")
         paths.append(path)
     plt.close(fig)
     return paths

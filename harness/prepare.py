@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-partial", action="store_true", help="accept split sizes that differ from the official release"
     )
+    parser.add_argument("--verify", action="store_true",
+                        help="then decode every image and label once and stamp the dataset as verified")
     return parse_or_exit(parser, argv)
 
 
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     if all(check.ok(args.allow_partial) for check in checks):
         partial = not all(check.ok() for check in checks)
         print(f"{prep.name}: ready" + (" (partial: accepted with --allow-partial)" if partial else ""))
+        if args.verify:
+            from harness.data.verify import run_verify
+
+            return run_verify(prep.name, root, console)
         return 0
     if any(check.pending for check in checks):
         hint = "run without --check-only to convert the labels"

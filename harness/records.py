@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import platform
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from harness.config import Cell
 from harness.data import dataset_card
+from harness.fileio import atomic_target, write_text_atomic
 
 RECORD_NAME = "record.json"
 FINAL_MODEL = "model.pt"
@@ -55,17 +54,7 @@ def git_commit(repo: Path | None = None) -> str | None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, allow_nan=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=True))
 
 
 def build_record(cell: Cell, payload: dict, wall_time_s: float) -> dict:
@@ -115,10 +104,8 @@ def save_final_model(path: Path, state: dict, iteration: int) -> None:
     """The trained weights and IDR buffers beside the record (loads with weights_only=True)."""
     import torch
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save({"iteration": iteration, "model": state}, partial)
-    os.replace(partial, path)
+    with atomic_target(path) as partial:
+        torch.save({"iteration": iteration, "model": state}, partial)
 
 
 def store_cell(results_dir: Path, cell: Cell, payload: dict, wall_time_s: float) -> dict:

@@ -30,6 +30,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from harness.fileio import write_text_atomic
 from harness.config import (
     Cell,
     ConfigError,
@@ -370,8 +371,7 @@ def write_released_table(results_dir: Path, index: dict | None = None) -> str:
             "ours: the official checkpoint converted to our model and scored by our evaluation; paper: the official "
             "model zoo figure (results/reference/paper.csv); — : none.\n")
     out = results_dir / TABLES_DIR / f"{TABLE_NAME}.md"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    write_text_atomic(out, text)
     return text
 
 

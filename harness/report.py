@@ -16,6 +16,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from harness.fileio import write_text_atomic
 from harness.plots import parse_results_cli, plot_all
 from harness.records import find_records
 from harness.tables import build_tables, load_index, write_tables
@@ -141,7 +142,7 @@ def build_report(results_dir: Path, checkpoints: list[Path] | None = None, datas
         + "\n</body></html>\n"
     )
     path = results_dir / REPORT_NAME
-    path.write_text(page, encoding="utf-8")
+    write_text_atomic(path, page)
     return path
 
 

@@ -13,10 +13,10 @@ resumed run sees exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -27,14 +27,61 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from harness.config import Cell
-from harness.data import SegmentationDataset, build_dataset
+from harness.data import DataError, SegmentationDataset, build_dataset
 from harness.evaluate import evaluate, protocol_kwargs
+from harness.fileio import temporary_directory
 from harness.measure import count_flops
 from harness.optim import build_optimizer, lr_at
 from harness.tblog import training_scalars
 from models import build_segmentor
 
 MODEL_FILE = "model.pt"
+
+
+class CellFault(RuntimeError):
+    """A fault of the cell itself (its data or its optimisation) that retrying cannot heal.
+
+    The message is the whole one-line report, naming the cell."""
+
+
+class Diverged(CellFault):
+    """The loss or the gradient norm became non-finite."""
+
+
+class BadData(CellFault):
+    """A training sample could not be read or failed its checks."""
+
+
+class DivergenceGuard:
+    """Stops a cell at its first non-finite loss or gradient norm, or after `allowed` skipped steps.
+
+    All ranks take the same decision: the finiteness flag is reduced over the process group.
+    """
+
+    def __init__(self, cell_id: str, allowed: int, distributed: bool) -> None:
+        self.cell_id = cell_id
+        self.allowed = allowed
+        self.distributed = distributed
+        self.skipped = 0
+        self.last_finite_loss: float | None = None
+
+    def step_ok(self, iteration: int, loss: float, grad_norm: torch.Tensor) -> bool:
+        """True when the step may be applied; False to skip it; raises Diverged past the budget."""
+        finite = torch.tensor([loss, float(grad_norm)], dtype=torch.float64).isfinite().all().to(torch.int32)
+        if self.distributed:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if bool(finite):
+            self.last_finite_loss = loss
+            return True
+        self.skipped += 1
+        if self.skipped <= self.allowed:
+            return False
+        last = "none" if self.last_finite_loss is None else f"{self.last_finite_loss:.4g}"
+        skipped = f", {self.allowed} bad step(s) skipped before (train.skip_nonfinite)" if self.allowed else ""
+        raise Diverged(
+            f"{self.cell_id}: diverged at iteration {iteration + 1}: loss {loss:.4g}, gradient norm "
+            f"{float(grad_norm):.4g}; last finite loss {last}{skipped}"
+        )
 
 
 class Reporter(Protocol):
@@ -89,12 +136,44 @@ def checkpoint_name(iteration: int) -> str:
     return f"iter_{iteration:08d}"
 
 
+def manifest_name(rank: int) -> str:
+    return f"files_rank{rank}.json"
+
+
+def checkpoint_complete(directory: Path) -> bool:
+    """Whether every rank's files are all there at their full size (a killed upload leaves some short).
+
+    Each rank lists its files and their sizes in a manifest; rank 0's also gives the world size.
+    Checkpoints from before manifests existed count as complete when they hold the model file.
+    """
+    first = directory / manifest_name(0)
+    if not first.is_file():
+        return (directory / MODEL_FILE).is_file() and not any(directory.glob("files_rank*.json"))
+    try:
+        world_size = int(json.loads(first.read_text())["world_size"])
+        for rank in range(world_size):
+            listed = json.loads((directory / manifest_name(rank)).read_text())["files"]
+            if any(not (directory / name).is_file() or (directory / name).stat().st_size != size
+                   for name, size in listed.items()):
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint directory under `root` (searched recursively)."""
     if not root or not Path(root).is_dir():
         return None
     found = [p.parent for p in Path(root).rglob(MODEL_FILE) if p.parent.name.startswith("iter_")]
-    return max(found, key=lambda p: p.name) if found else None
+    complete = [p for p in found if checkpoint_complete(p)]
+    return max(complete, key=lambda p: p.name) if complete else None
+
+
+def checkpoint_iteration(directory: Path | str) -> int | None:
+    """The iteration in a checkpoint folder's name (`iter_00000010` -> 10), if it has one."""
+    name = Path(directory).name
+    return int(name[len("iter_"):]) if name.startswith("iter_") and name[len("iter_"):].isdigit() else None
 
 
 def poly_lr(base_lr: float, iteration: int, total: int, power: float, min_lr: float) -> float:
@@ -129,7 +208,11 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, iteration: int, rank: int) -> None:
+def save_checkpoint(
+    directory: Path, model: nn.Module, optimizer, scaler, iteration: int, rank: int, world_size: int = 1
+) -> None:
+    """This rank's part of a checkpoint, then its manifest (file sizes: see `checkpoint_complete`)."""
+    files = [f"rng_rank{rank}.pt"]
     if rank == 0:
         state = {
             "iteration": iteration,
@@ -138,7 +221,10 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, iterat
             "scaler": scaler.state_dict(),
         }
         torch.save(state, directory / MODEL_FILE)
+        files.append(MODEL_FILE)
     torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
+    manifest = {"world_size": world_size, "files": {name: (directory / name).stat().st_size for name in files}}
+    (directory / manifest_name(rank)).write_text(json.dumps(manifest))
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, rank: int, log) -> int:
@@ -183,6 +269,23 @@ def _prepare_norm(model: nn.Module, cell: Cell, device: torch.device, world_size
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     log("SyncBatchNorm needs GPUs: using per-rank BatchNorm on CPU")
     return model
+
+
+def gradient_norm(model: nn.Module, max_norm: float | None) -> torch.Tensor:
+    """The global gradient norm (clipping to `max_norm` when given)."""
+    if max_norm is not None:
+        return nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+    return nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+
+
+def next_batch(batches: Iterator, cell_id: str, iteration: int):
+    """The next training batch; a sample that fails to load becomes BadData naming its file."""
+    try:
+        return next(batches)
+    except DataError as err:
+        # A loader worker's error arrives wrapped in its traceback: its last line names the file.
+        detail = str(err).strip().splitlines()[-1].removeprefix(f"{DataError.__module__}.DataError: ")
+        raise BadData(f"{cell_id}: bad training data at iteration {iteration + 1}: {detail}") from None
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -257,13 +360,15 @@ def run_cell(
     start = time.perf_counter()
     running: dict[str, float] = {}
     steps_since_log = 0
+    guard = DivergenceGuard(cell_id, cell.train.skip_nonfinite, distributed)
     for iteration in range(start_iteration, total):
         lr = lr_at(iteration, cell.train)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
         optimizer.zero_grad(set_to_none=True)
+        step_losses: dict[str, float] = {}
         for micro in range(accumulation):
-            images, labels = next(batches)
+            images, labels = next_batch(batches, cell_id, iteration)
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
             sync = micro == accumulation - 1 or not distributed  # DDP all-reduces on the last micro-batch only
             with (contextlib.nullcontext() if sync else model.no_sync()):
@@ -271,16 +376,21 @@ def run_cell(
                     losses = model(images, labels)
                 scaler.scale(sum(losses.values()) / accumulation).backward()
             for name, value in losses.items():
-                running[name] = running.get(name, 0.0) + float(value.detach()) / accumulation
-        if cell.train.clip_grad_norm is not None:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cell.train.clip_grad_norm)
-        scaler.step(optimizer)
+                step_losses[name] = step_losses.get(name, 0.0) + float(value.detach()) / accumulation
+        scaler.unscale_(optimizer)
+        grad_norm = gradient_norm(model, cell.train.clip_grad_norm)
+        applied = guard.step_ok(iteration, sum(step_losses.values()), grad_norm)
+        if applied:
+            scaler.step(optimizer)
+            for name, value in step_losses.items():
+                running[name] = running.get(name, 0.0) + value
+        else:
+            log(f"iteration {iteration + 1}: non-finite loss or gradient, step skipped ({guard.skipped}/{guard.allowed})")
         scaler.update()
         step = iteration + 1
-        steps_since_log += 1
+        steps_since_log += applied
         if step % cell.train.log_interval == 0 or step == total:
-            means = {name: value / steps_since_log for name, value in running.items()}
+            means = {name: value / max(steps_since_log, 1) for name, value in running.items()}
             mean_loss = sum(means.values())
             parts = " ".join(f"{name} {value:.4f}" for name, value in means.items())
             log(f"iter {step}/{total} lr {lr:.2e} loss {mean_loss:.4f} ({parts}) {time.perf_counter() - start:.1f}s")
@@ -290,9 +400,9 @@ def run_cell(
             running, steps_since_log = {}, 0
         interval = cell.train.checkpoint_interval
         if interval and step % interval == 0 and step < total:
-            with tempfile.TemporaryDirectory(prefix="idrbench-ckpt-") as tmp:
-                save_checkpoint(Path(tmp), net, optimizer, scaler, step, rank)
-                reporter.save(Path(tmp), step)
+            with temporary_directory("idrbench-ckpt-") as tmp:
+                save_checkpoint(tmp, net, optimizer, scaler, step, rank, world_size)
+                reporter.save(tmp, step)
             log(f"checkpoint at iteration {step}")
         if stop_after is not None and step >= stop_after:
             return None

@@ -61,3 +61,24 @@ def test_checkpoints_load_with_weights_only(write_experiment, tmp_path):
     assert "head.relations_mean" in state["model"] and state["optimizer"]["state"]
     rng = torch.load(latest_checkpoint(tmp_path) / "rng_rank0.pt", weights_only=True)
     assert set(rng) == {"torch", "cuda", "numpy", "python"}
+
+
+def test_a_checkpoint_cut_short_is_not_the_newest(tmp_path):
+    import torch
+
+    from harness.train import checkpoint_complete, save_checkpoint
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    for iteration in (2, 4, 6):
+        for rank in (0, 1):
+            folder = tmp_path / f"iter_{iteration:08d}"
+            folder.mkdir(exist_ok=True)
+            save_checkpoint(folder, model, optimizer, scaler, iteration, rank, world_size=2)
+    assert latest_checkpoint(tmp_path).name == "iter_00000006"
+    model_file = tmp_path / "iter_00000006" / "model.pt"
+    model_file.write_bytes(model_file.read_bytes()[:-10])  # the upload was killed mid-file
+    (tmp_path / "iter_00000004" / "files_rank1.json").unlink()  # rank 1's part never arrived
+    assert not checkpoint_complete(tmp_path / "iter_00000006")
+    assert latest_checkpoint(tmp_path).name == "iter_00000002"

@@ -569,8 +569,20 @@ def ensure_generated(root: Path, seed: int, num_train: int, num_val: int, image_
         shutil.rmtree(tmp, ignore_errors=True)
         if not _is_complete(final):
             raise
+    else:  # this caller generated the folder: it also verifies and stamps it
+        _verify_generated(Path(root), {"seed": seed, "num_train": num_train, "num_val": num_val, "image_size": image_size})
     _remove_stale_partials(final)
     return final
+
+
+def _verify_generated(root: Path, options: dict[str, Any]) -> None:
+    """Generation ends with the verification `harness.prepare --verify` does for real datasets (and its stamp)."""
+    # lazy: verify imports the registry, which imports this module
+    from harness.data.verify import verify_dataset
+
+    result = verify_dataset(NAME, root, options)
+    if not result.ok:
+        raise DataError("; ".join(result.lines()))
 
 
 # ----------------------------------------------------------------------------- registration

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from harness.cli import Parser, UsageError
+from harness.fileio import write_text_atomic
 from harness.data import DataError, build_dataset, validate_options
 from harness.evaluate.cells import (
     PROTOCOLS,
@@ -186,5 +187,5 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     print(format_report(metrics, title))
     if args.json:
-        Path(args.json).write_text(json.dumps({**about, **metrics}, indent=2, allow_nan=True) + "\n")
+        write_text_atomic(Path(args.json), json.dumps({**about, **metrics}, indent=2, allow_nan=True) + "\n")
     return 0

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from harness import reference as ref
+from harness.fileio import write_text_atomic
 from harness.records import find_records
 from harness.tables.complexity import complexity_table
 from harness.tables.frameworks import frameworks_tables
@@ -60,16 +61,16 @@ def write_tables(results_dir: Path, index: dict | None = None) -> str:
     """Write table.md / table.csv and tables/<name>.{md,tex,csv}; return all the Markdown."""
     results_dir = Path(results_dir)
     markdown, csv_content = render(results_dir)
-    (results_dir / "table.md").write_text(markdown)
-    (results_dir / "table.csv").write_text(csv_content)
+    write_text_atomic(results_dir / "table.md", markdown)
+    write_text_atomic(results_dir / "table.csv", csv_content)
     out_dir = results_dir / TABLES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     tables = build_tables(find_records(results_dir), index)
     parts = [markdown]
     for table in tables:
-        (out_dir / f"{table.name}.md").write_text(table.markdown())
-        (out_dir / f"{table.name}.tex").write_text(table.latex())
-        (out_dir / f"{table.name}.csv").write_text(table.csv())
+        write_text_atomic(out_dir / f"{table.name}.md", table.markdown())
+        write_text_atomic(out_dir / f"{table.name}.tex", table.latex())
+        write_text_atomic(out_dir / f"{table.name}.csv", table.csv())
         if table.name not in ("quickstart", "focus_classes"):
             parts.append(table.markdown())
     return "\n".join(parts)
