@@ -189,77 +189,95 @@ def cell_trial(config: dict) -> None:
     ray.get(hub.post.remote(cell.cell_id, "finished", time.perf_counter() - start))
 
 
-def run_cells(
-    cells: list[Cell], results_dir: Path, board: Board, max_concurrent: int = 1, resume: bool = False
-) -> dict[str, dict]:
-    """Train and evaluate `cells` as one Ray Tune grid (a trial per cell); returns records by cell id.
+class DriverEvents:
+    """The driver's side of the hub: logs, live display, event files and records of the cells.
 
-    At most `max_concurrent` cells run at once. With `resume`, each cell continues from its
-    newest checkpoint under `results_dir/_ray`.
+    Only the driver writes to `results/` (workers may sit on other machines).
     """
-    from harness.records import cell_dir, store_cell
-    from harness.tblog import CellEventWriters, evaluation_scalars
-    from harness.train import latest_checkpoint
 
-    hub = ProgressHub.options(resources=ON_HEAD_NODE).remote()
-    storage = (results_dir / "_ray").resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    by_id = {cell.cell_id: cell for cell in cells}
-    payloads: dict[str, dict] = {}
-    records: dict[str, dict] = {}
-    logs: dict[str, Any] = {}
-    event_files = CellEventWriters({cell_id: cell_dir(results_dir, cell) for cell_id, cell in by_id.items()})
-    faults: dict[str, str] = {}
+    def __init__(self, cells: list[Cell], results_dir: Path, board: Board) -> None:
+        from harness.records import cell_dir
+        from harness.tblog import CellEventWriters
 
-    def log_line(cell_id: str, line: str) -> None:
-        handle = logs.get(cell_id)
+        self.results_dir = results_dir
+        self.board = board
+        self.by_id = {cell.cell_id: cell for cell in cells}
+        self.payloads: dict[str, dict] = {}
+        self.records: dict[str, dict] = {}
+        self.faults: dict[str, str] = {}
+        self.logs: dict[str, Any] = {}
+        self.event_files = CellEventWriters({cid: cell_dir(results_dir, cell) for cid, cell in self.by_id.items()})
+
+    def log_line(self, cell_id: str, line: str) -> None:
+        from harness.records import cell_dir
+
+        handle = self.logs.get(cell_id)
         if handle is None:
-            path = cell_dir(results_dir, by_id[cell_id]) / "train.log"
+            path = cell_dir(self.results_dir, self.by_id[cell_id]) / "train.log"
             path.parent.mkdir(parents=True, exist_ok=True)
-            handle = logs[cell_id] = path.open("a")
+            handle = self.logs[cell_id] = path.open("a")
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         handle.flush()
 
-    def finish(cell_id: str, wall: float) -> None:
-        cell = by_id[cell_id]
-        if cell_id not in payloads:
-            board.finish(cell_id, None, status="failed", error="no result reported")
-            return
-        record = store_cell(results_dir, cell, payloads[cell_id], wall)
-        phases.mark("record written")
-        records[cell_id] = record
-        log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
-        board.finish(cell_id, record["metrics"]["mIoU"])
-        event_files.scalars(cell_id, cell.train.iterations, evaluation_scalars(payloads[cell_id]["metrics"]))
-        event_files.close(cell_id)
+    def finish(self, cell_id: str, wall: float) -> None:
+        """A trial ended well: write the cell's record from its payload (or mark it failed)."""
+        from harness.records import store_cell
+        from harness.tblog import evaluation_scalars
 
-    def handle(events: list[tuple[str, str, Any]]) -> None:
+        cell = self.by_id[cell_id]
+        if cell_id not in self.payloads:
+            self.board.finish(cell_id, None, status="failed", error="no result reported")
+            return
+        record = store_cell(self.results_dir, cell, self.payloads[cell_id], wall)
+        phases.mark("record written")
+        self.records[cell_id] = record
+        self.log_line(cell_id, f"record written: mIoU {record['metrics']['mIoU']:.2f}, wall {wall:.1f}s")
+        self.board.finish(cell_id, record["metrics"]["mIoU"])
+        self.event_files.scalars(cell_id, cell.train.iterations, evaluation_scalars(self.payloads[cell_id]["metrics"]))
+        self.event_files.close(cell_id)
+
+    def fail(self, cell_id: str, trace: str) -> None:
+        self.log_line(cell_id, "failed:\n" + trace)
+        self.board.finish(cell_id, None, status="failed", error=self.faults.get(cell_id) or _short_error(trace))
+
+    def record_fault(self, cell_id: str, message: str) -> None:
+        self.faults[cell_id] = message
+        self.log_line(cell_id, f"failed, not retried: {message}")
+
+    def handle(self, events: list[tuple[str, str, Any]]) -> None:
+        actions = {
+            "log": self.log_line,
+            "progress": lambda cid, p: self.board.progress(cid, *p),
+            "scalars": lambda cid, p: self.event_files.scalars(cid, *p),
+            "phase": lambda cid, p: phases.mark(*p),
+            "result": self.payloads.__setitem__,
+            "started": lambda cid, p: self.board.start(cid),
+            "finished": self.finish,
+            "fault": self.record_fault,
+            "failed": self.fail,
+        }
         for cell_id, kind, payload in events:
-            if kind == "log":
-                log_line(cell_id, payload)
-            elif kind == "progress":
-                board.progress(cell_id, *payload)
-            elif kind == "scalars":
-                event_files.scalars(cell_id, *payload)
-            elif kind == "phase":
-                phases.mark(*payload)
-            elif kind == "result":
-                payloads[cell_id] = payload
-            elif kind == "started":
-                board.start(cell_id)
-            elif kind == "finished":
-                finish(cell_id, payload)
-            elif kind == "fault":
-                faults[cell_id] = payload
-                log_line(cell_id, f"failed, not retried: {payload}")
-            elif kind == "failed":
-                log_line(cell_id, "failed:\n" + payload)
-                board.finish(cell_id, None, status="failed", error=faults.get(cell_id) or _short_error(payload))
+            actions[kind](cell_id, payload)
+
+    def close(self, error: BaseException | None) -> None:
+        """Cells still waiting or running failed (with the grid's error, if any); close the files."""
+        for cell_id, state in self.board.cells.items():
+            if cell_id in self.by_id and state.status in ("waiting", "running"):
+                reason = _short_error(str(error)) if error is not None else "did not finish"
+                self.board.finish(cell_id, None, status="failed", error=reason)
+        for handle in self.logs.values():
+            handle.close()
+        self.event_files.close()
+
+
+def make_tuner(cells: list[Cell], hub, storage: Path, max_concurrent: int, resume: bool) -> tune.Tuner:
+    """One Tune trial per cell (`cell_trial`), at most `max_concurrent` at once."""
+    from harness.train import latest_checkpoint
 
     # the driver writes each cell's event files (harness/tblog.py); Ray Tune's own CSV/JSON/TensorBoard
     # loggers would only add an empty trial folder and print a TensorBoard hint pointing at it
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    tuner = tune.Tuner(
+    return tune.Tuner(
         tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES, **ON_HEAD_NODE}),
         param_space={
             "cell": tune.grid_search([cell.model_dump(mode="json") for cell in cells]),
@@ -271,12 +289,16 @@ def run_cells(
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
         run_config=tune.RunConfig(name="grid", storage_path=str(storage), verbose=0),
     )
+
+
+def fit_while_draining(tuner: tune.Tuner, hub, events: DriverEvents) -> BaseException | None:
+    """Run the grid in a thread while the driver handles the hub's events; the grid's error, if any."""
     outcome: dict[str, BaseException] = {}
 
     def fit() -> None:
         try:
             tuner.fit()
-        except BaseException as exc:  # reported below; cells already finished keep their records
+        except BaseException as exc:  # reported by the caller; cells already finished keep their records
             outcome["error"] = exc
 
     worker = threading.Thread(target=fit, name="idrbench-tune", daemon=True)
@@ -284,14 +306,24 @@ def run_cells(
     worker.start()
     while worker.is_alive():
         worker.join(timeout=0.5)
-        handle(ray.get(hub.drain.remote()))
-    handle(ray.get(hub.drain.remote()))
+        events.handle(ray.get(hub.drain.remote()))
+    events.handle(ray.get(hub.drain.remote()))
     phases.mark("tune grid returned")
-    for cell_id, state in board.cells.items():
-        if cell_id in by_id and state.status in ("waiting", "running"):
-            error = _short_error(str(outcome["error"])) if "error" in outcome else "did not finish"
-            board.finish(cell_id, None, status="failed", error=error)
-    for handle_ in logs.values():
-        handle_.close()
-    event_files.close()
-    return records
+    return outcome.get("error")
+
+
+def run_cells(
+    cells: list[Cell], results_dir: Path, board: Board, max_concurrent: int = 1, resume: bool = False
+) -> dict[str, dict]:
+    """Train and evaluate `cells` as one Ray Tune grid (a trial per cell); returns records by cell id.
+
+    At most `max_concurrent` cells run at once. With `resume`, each cell continues from its
+    newest checkpoint under `results_dir/_ray`.
+    """
+    hub = ProgressHub.options(resources=ON_HEAD_NODE).remote()
+    storage = (results_dir / "_ray").resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    events = DriverEvents(cells, results_dir, board)
+    error = fit_while_draining(make_tuner(cells, hub, storage, max_concurrent, resume), hub, events)
+    events.close(error)
+    return events.records

@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -292,6 +293,215 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@dataclass
+class CellRun:
+    """What one worker holds while it trains and evaluates a cell."""
+
+    cell: Cell
+    reporter: Reporter
+    rank: int
+    world_size: int
+    device: torch.device
+    threads: int
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
+    sampler: torch.utils.data.DistributedSampler
+    per_rank_batch: int  # images per micro-batch on this rank
+    net: nn.Module  # the segmentor itself: checkpoints, evaluation, statistics
+    model: nn.Module  # what the loop calls: `net`, wrapped in DDP when distributed
+    distributed: bool
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    num_params: int
+    complexity: dict
+    start_iteration: int = 0
+
+    def log(self, line: str) -> None:
+        if self.rank == 0:
+            self.reporter.log(self.cell.cell_id, line)
+
+
+def _per_rank_batch(cell: Cell, world_size: int) -> int:
+    accumulation = cell.train.accumulation_steps
+    if cell.train.batch_size % (world_size * accumulation):
+        raise ValueError(
+            f"train.batch_size {cell.train.batch_size} is not divisible by {world_size} workers x {accumulation} micro-batches"
+        )
+    return cell.train.batch_size // (world_size * accumulation)
+
+
+def build_run(cell: Cell, reporter: Reporter, rank: int, world_size: int, device: torch.device) -> CellRun:
+    """Threads, datasets, the model (DDP when distributed), sampler, optimiser and loss scaler."""
+    threads = cell.train.torch_threads or max(1, int(cell.scaling.cpus_per_worker))
+    torch.set_num_threads(threads)
+    per_rank_batch = _per_rank_batch(cell, world_size)
+    seed_everything(cell.seed)
+    train_set = build_dataset(cell.dataset, cell.data_root, "train", cell.data_options, train=True, seed=cell.seed)
+    val_set = build_dataset(cell.dataset, cell.data_root, cell.eval.split, cell.data_options, train=False)
+    card = train_set.card
+    net = build_segmentor(cell.framework, cell.idr, card.num_classes, cell.model, card.ignore_index)
+    num_params = count_parameters(net)
+    complexity = {"input_size": list(card.crop_size), **count_flops(net, card.crop_size)} if rank == 0 else {}
+
+    def log(line: str) -> None:
+        if rank == 0:
+            reporter.log(cell.cell_id, line)
+
+    net = _prepare_norm(net, cell, device, world_size, log).to(device)
+    distributed = dist.is_available() and dist.is_initialized() and world_size > 1
+    model = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None) \
+        if distributed else net
+    seed_everything(cell.seed * 1000 + rank)  # dropout and deletion picks differ across ranks
+    sampler = torch.utils.data.DistributedSampler(
+        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cell.seed, drop_last=True
+    )
+    if len(sampler) < per_rank_batch:
+        raise ValueError(f"{cell.dataset}: {len(train_set)} training images give no batch of {per_rank_batch}")
+    optimizer = build_optimizer(net, cell.train)
+    scaler = torch.amp.GradScaler(device.type, enabled=cell.train.amp == "fp16")
+    return CellRun(cell, reporter, rank, world_size, device, threads, train_set, val_set, sampler, per_rank_batch,
+                   net, model, distributed, optimizer, scaler, num_params, complexity)
+
+
+def restore(run: CellRun) -> None:
+    """Continue from the checkpoint the reporter offers (a retry, or `--resume`), if any."""
+    resume_from = run.reporter.restore()
+    if resume_from is not None:
+        run.start_iteration = load_checkpoint(resume_from, run.net, run.optimizer, run.scaler, run.rank, run.log)
+        run.log(f"resumed from {resume_from} at iteration {run.start_iteration}")
+
+
+def start_line(run: CellRun) -> str:
+    cell = run.cell
+    return (
+        f"start: {cell.framework}{' + IDR' if cell.idr else ''} on {cell.dataset}, backbone {cell.model.backbone}, "
+        f"{run.num_params / 1e6:.2f} M params, {cell.train.iterations} iterations, batch {cell.train.batch_size} "
+        f"over {run.world_size} worker(s), {len(run.train_set)} train / {len(run.val_set)} {cell.eval.split} images, "
+        f"device {run.device}"
+    )
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, iteration: int, train_cfg) -> float:
+    lr = lr_at(iteration, train_cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_mult"]
+    return lr
+
+
+def forward_backward(run: CellRun, batches: Iterator, iteration: int) -> dict[str, float]:
+    """Gradients of one optimiser step (over `accumulation_steps` micro-batches); its loss terms."""
+    accumulation = run.cell.train.accumulation_steps
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(run.cell.train.amp)
+    run.optimizer.zero_grad(set_to_none=True)
+    step_losses: dict[str, float] = {}
+    for micro in range(accumulation):
+        images, labels = next_batch(batches, run.cell.cell_id, iteration)
+        images, labels = images.to(run.device, non_blocking=True), labels.to(run.device, non_blocking=True)
+        sync = micro == accumulation - 1 or not run.distributed  # DDP all-reduces on the last micro-batch only
+        with (contextlib.nullcontext() if sync else run.model.no_sync()):
+            with torch.autocast(run.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                losses = run.model(images, labels)
+            run.scaler.scale(sum(losses.values()) / accumulation).backward()
+        for name, value in losses.items():
+            step_losses[name] = step_losses.get(name, 0.0) + float(value.detach()) / accumulation
+    return step_losses
+
+
+def apply_step(run: CellRun, guard: DivergenceGuard, iteration: int, step_losses: dict[str, float]) -> bool:
+    """Clip and step, unless the loss or gradient norm is not finite (then skip, or raise Diverged)."""
+    run.scaler.unscale_(run.optimizer)
+    grad_norm = gradient_norm(run.model, run.cell.train.clip_grad_norm)
+    applied = guard.step_ok(iteration, sum(step_losses.values()), grad_norm)
+    if applied:
+        run.scaler.step(run.optimizer)
+    else:
+        run.log(f"iteration {iteration + 1}: non-finite loss or gradient, step skipped ({guard.skipped}/{guard.allowed})")
+    run.scaler.update()
+    return applied
+
+
+def report_progress(run: CellRun, step: int, lr: float, sums: dict[str, float], steps: int, elapsed: float) -> None:
+    """The log line, the live display and the TensorBoard scalars of the last `steps` steps."""
+    total = run.cell.train.iterations
+    means = {name: value / max(steps, 1) for name, value in sums.items()}
+    mean_loss = sum(means.values())
+    parts = " ".join(f"{name} {value:.4f}" for name, value in means.items())
+    run.log(f"iter {step}/{total} lr {lr:.2e} loss {mean_loss:.4f} ({parts}) {elapsed:.1f}s")
+    if run.rank == 0:
+        run.reporter.progress(run.cell.cell_id, "train", step, total, mean_loss)
+        run.reporter.scalars(run.cell.cell_id, step, training_scalars(means, lr, run.net))
+
+
+def save_progress(run: CellRun, step: int) -> None:
+    """A checkpoint of every rank, handed to the reporter (Ray Train moves it to storage)."""
+    with temporary_directory("idrbench-ckpt-") as tmp:
+        save_checkpoint(tmp, run.net, run.optimizer, run.scaler, step, run.rank, run.world_size)
+        run.reporter.save(tmp, step)
+    run.log(f"checkpoint at iteration {step}")
+
+
+def train_loop(run: CellRun, stop_after: int | None = None) -> float | None:
+    """Train from `run.start_iteration` to the end; the seconds it took (None: stopped at `stop_after`)."""
+    train_cfg, total = run.cell.train, run.cell.train.iterations
+    loader_kwargs = {"num_workers": train_cfg.loader_workers, "pin_memory": run.device.type == "cuda"}
+    batches = _batches(run.train_set, run.sampler, run.per_rank_batch,
+                       run.start_iteration * train_cfg.accumulation_steps, loader_kwargs)
+    guard = DivergenceGuard(run.cell.cell_id, train_cfg.skip_nonfinite, run.distributed)
+    sums: dict[str, float] = {}
+    steps = 0
+    run.model.train()
+    start = time.perf_counter()
+    for iteration in range(run.start_iteration, total):
+        lr = set_learning_rate(run.optimizer, iteration, train_cfg)
+        step_losses = forward_backward(run, batches, iteration)
+        if apply_step(run, guard, iteration, step_losses):
+            steps += 1
+            for name, value in step_losses.items():
+                sums[name] = sums.get(name, 0.0) + value
+        step = iteration + 1
+        if step % train_cfg.log_interval == 0 or step == total:
+            report_progress(run, step, lr, sums, steps, time.perf_counter() - start)
+            sums, steps = {}, 0
+        if train_cfg.checkpoint_interval and step % train_cfg.checkpoint_interval == 0 and step < total:
+            save_progress(run, step)
+        if stop_after is not None and step >= stop_after:
+            return None
+    return time.perf_counter() - start
+
+
+def evaluate_run(run: CellRun) -> tuple[dict, float]:
+    """The cell's test protocol on its evaluation split (all ranks take part); metrics and seconds."""
+    start = time.perf_counter()
+
+    def on_eval_batch(done: int, count: int) -> None:
+        if run.rank == 0:
+            run.reporter.progress(run.cell.cell_id, "eval", done, count, None)
+
+    cell = run.cell
+    metrics = evaluate(run.net, run.val_set, run.device, cell.eval.batch_size, run.rank, run.world_size,
+                       cell.train.loader_workers, on_eval_batch, **protocol_kwargs(cell.eval))
+    run.log(f"eval on {cell.eval.split}: mIoU {metrics['mIoU']:.2f} mAcc {metrics['mAcc']:.2f} aAcc {metrics['aAcc']:.2f}")
+    return metrics, time.perf_counter() - start
+
+
+def payload(run: CellRun, metrics: dict, train_time: float, eval_time: float) -> dict:
+    """What rank 0 hands the driver: metrics, sizes, timings and the final weights."""
+    done_iterations = run.cell.train.iterations - run.start_iteration
+    return {
+        "metrics": metrics,
+        "params": run.num_params,
+        "complexity": run.complexity,
+        "train_time_s": train_time,
+        "eval_time_s": eval_time,
+        "iterations_per_s": done_iterations / train_time if train_time > 0 else None,
+        "resumed_from_iteration": run.start_iteration,
+        "world_size": run.world_size,
+        "device": str(run.device),
+        "torch_threads": run.threads,
+        "final_state": {name: tensor.detach().cpu() for name, tensor in run.net.state_dict().items()},
+    }
+
+
 def run_cell(
     cell: Cell,
     reporter: Reporter,
@@ -304,142 +514,11 @@ def run_cell(
 
     `stop_after` ends training early at that iteration without evaluating (used to test resume).
     """
-    device = device or torch.device("cpu")
-    cell_id = cell.cell_id
-
-    def log(line: str) -> None:
-        if rank == 0:
-            reporter.log(cell_id, line)
-
-    threads = cell.train.torch_threads or max(1, int(cell.scaling.cpus_per_worker))
-    torch.set_num_threads(threads)
-    accumulation = cell.train.accumulation_steps
-    if cell.train.batch_size % (world_size * accumulation):
-        raise ValueError(
-            f"train.batch_size {cell.train.batch_size} is not divisible by {world_size} workers x {accumulation} micro-batches"
-        )
-    per_rank_batch = cell.train.batch_size // (world_size * accumulation)
-
-    seed_everything(cell.seed)
-    train_set = build_dataset(cell.dataset, cell.data_root, "train", cell.data_options, train=True, seed=cell.seed)
-    val_set = build_dataset(cell.dataset, cell.data_root, cell.eval.split, cell.data_options, train=False)
-    card = train_set.card
-    model = build_segmentor(cell.framework, cell.idr, card.num_classes, cell.model, card.ignore_index)
-    num_params = count_parameters(model)
-    complexity = {"input_size": list(card.crop_size), **count_flops(model, card.crop_size)} if rank == 0 else {}
-    model = _prepare_norm(model, cell, device, world_size, log).to(device)
-    net = model
-    distributed = dist.is_available() and dist.is_initialized() and world_size > 1
-    if distributed:
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    seed_everything(cell.seed * 1000 + rank)  # dropout and deletion picks differ across ranks
-
-    sampler = torch.utils.data.DistributedSampler(
-        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cell.seed, drop_last=True
-    )
-    if len(sampler) < per_rank_batch:
-        raise ValueError(f"{cell.dataset}: {len(train_set)} training images give no batch of {per_rank_batch}")
-    optimizer = build_optimizer(net, cell.train)
-    scaler = torch.amp.GradScaler(device.type, enabled=cell.train.amp == "fp16")
-    start_iteration = 0
-    resume_from = reporter.restore()
-    if resume_from is not None:
-        start_iteration = load_checkpoint(resume_from, net, optimizer, scaler, rank, log)
-        log(f"resumed from {resume_from} at iteration {start_iteration}")
-    log(
-        f"start: {cell.framework}{' + IDR' if cell.idr else ''} on {cell.dataset}, backbone {cell.model.backbone}, "
-        f"{num_params / 1e6:.2f} M params, {cell.train.iterations} iterations, batch {cell.train.batch_size} "
-        f"over {world_size} worker(s), {len(train_set)} train / {len(val_set)} {cell.eval.split} images, device {device}"
-    )
-
-    total = cell.train.iterations
-    loader_kwargs = {"num_workers": cell.train.loader_workers, "pin_memory": device.type == "cuda"}
-    batches = _batches(train_set, sampler, per_rank_batch, start_iteration * accumulation, loader_kwargs)
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cell.train.amp)
-    model.train()
-    start = time.perf_counter()
-    running: dict[str, float] = {}
-    steps_since_log = 0
-    guard = DivergenceGuard(cell_id, cell.train.skip_nonfinite, distributed)
-    for iteration in range(start_iteration, total):
-        lr = lr_at(iteration, cell.train)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_mult"]
-        optimizer.zero_grad(set_to_none=True)
-        step_losses: dict[str, float] = {}
-        for micro in range(accumulation):
-            images, labels = next_batch(batches, cell_id, iteration)
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            sync = micro == accumulation - 1 or not distributed  # DDP all-reduces on the last micro-batch only
-            with (contextlib.nullcontext() if sync else model.no_sync()):
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                    losses = model(images, labels)
-                scaler.scale(sum(losses.values()) / accumulation).backward()
-            for name, value in losses.items():
-                step_losses[name] = step_losses.get(name, 0.0) + float(value.detach()) / accumulation
-        scaler.unscale_(optimizer)
-        grad_norm = gradient_norm(model, cell.train.clip_grad_norm)
-        applied = guard.step_ok(iteration, sum(step_losses.values()), grad_norm)
-        if applied:
-            scaler.step(optimizer)
-            for name, value in step_losses.items():
-                running[name] = running.get(name, 0.0) + value
-        else:
-            log(f"iteration {iteration + 1}: non-finite loss or gradient, step skipped ({guard.skipped}/{guard.allowed})")
-        scaler.update()
-        step = iteration + 1
-        steps_since_log += applied
-        if step % cell.train.log_interval == 0 or step == total:
-            means = {name: value / max(steps_since_log, 1) for name, value in running.items()}
-            mean_loss = sum(means.values())
-            parts = " ".join(f"{name} {value:.4f}" for name, value in means.items())
-            log(f"iter {step}/{total} lr {lr:.2e} loss {mean_loss:.4f} ({parts}) {time.perf_counter() - start:.1f}s")
-            if rank == 0:
-                reporter.progress(cell_id, "train", step, total, mean_loss)
-                reporter.scalars(cell_id, step, training_scalars(means, lr, net))
-            running, steps_since_log = {}, 0
-        interval = cell.train.checkpoint_interval
-        if interval and step % interval == 0 and step < total:
-            with temporary_directory("idrbench-ckpt-") as tmp:
-                save_checkpoint(tmp, net, optimizer, scaler, step, rank, world_size)
-                reporter.save(tmp, step)
-            log(f"checkpoint at iteration {step}")
-        if stop_after is not None and step >= stop_after:
-            return None
-    train_time = time.perf_counter() - start
-
-    eval_start = time.perf_counter()
-
-    def on_eval_batch(done: int, count: int) -> None:
-        if rank == 0:
-            reporter.progress(cell_id, "eval", done, count, None)
-
-    metrics = evaluate(
-        net,
-        val_set,
-        device,
-        cell.eval.batch_size,
-        rank,
-        world_size,
-        cell.train.loader_workers,
-        on_eval_batch,
-        **protocol_kwargs(cell.eval),
-    )
-    eval_time = time.perf_counter() - eval_start
-    log(f"eval on {cell.eval.split}: mIoU {metrics['mIoU']:.2f} mAcc {metrics['mAcc']:.2f} aAcc {metrics['aAcc']:.2f}")
-    if rank != 0:
+    run = build_run(cell, reporter, rank, world_size, device or torch.device("cpu"))
+    restore(run)
+    run.log(start_line(run))
+    train_time = train_loop(run, stop_after)
+    if train_time is None:
         return None
-    done_iterations = total - start_iteration
-    return {
-        "metrics": metrics,
-        "params": num_params,
-        "complexity": complexity,
-        "train_time_s": train_time,
-        "eval_time_s": eval_time,
-        "iterations_per_s": done_iterations / train_time if train_time > 0 else None,
-        "resumed_from_iteration": start_iteration,
-        "world_size": world_size,
-        "device": str(device),
-        "torch_threads": threads,
-        "final_state": {name: tensor.detach().cpu() for name, tensor in net.state_dict().items()},
-    }
+    metrics, eval_time = evaluate_run(run)
+    return payload(run, metrics, train_time, eval_time) if rank == 0 else None
