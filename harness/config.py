@@ -455,6 +455,12 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return _validate(raw, source)
 
 
+def validated_cell(data: dict[str, Any]) -> Cell:
+    """A cell the driver has validated in full, rebuilt in a Ray process without importing the registries."""
+    with _without_registry_checks():
+        return Cell.model_validate(data)
+
+
 def _validate(raw: dict[str, Any], source: str) -> Experiment:
     try:
         exp = Experiment.model_validate(raw)

@@ -28,7 +28,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from harness import phases
-from harness.config import Cell
+from harness.config import Cell, validated_cell
 from harness.progress import Board
 
 
@@ -109,7 +109,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     from harness.train import CellFault, run_cell
 
-    cell = Cell.model_validate(config["cell"])
+    cell = validated_cell(config["cell"])
     hub = config["hub"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
@@ -174,7 +174,7 @@ def cell_trial(config: dict) -> None:
     The trial holds no CPU itself (only a little memory; Tune needs some resource per trial);
     the cell's Train workers ask for theirs.
     """
-    cell = Cell.model_validate(config["cell"])
+    cell = validated_cell(config["cell"])
     hub = config["hub"]
     start = time.perf_counter()
     hub.post.remote(cell.cell_id, "started", None)
