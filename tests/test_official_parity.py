@@ -266,3 +266,20 @@ def test_converter_refuses_pickled_objects(tmp_path):
     with pytest.raises(ConversionError, match="weights_only"):
         convert_file(tmp_path / "odd.pth", tmp_path / "model.pt", framework="fcn", idr=False, dataset="lip")
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_convert_cli_one_line_per_problem_exit_2(tmp_path, capsys):
+    from harness.convert import main
+
+    official = BuildSegmentor(official_segmentor_cfg("fcn", "lip", False, num_classes=K), mode="TRAIN")
+    state = official.state_dict()
+    del state["decoder.7.bias"]
+    torch.save({"model": state}, tmp_path / "fcn.pth")
+    argv = [str(tmp_path / "fcn.pth"), "--framework", "fcn", "--dataset", "lip", "--out", str(tmp_path / "m.pt")]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    # K=5 in the file, 20 classes officially on LIP: both classifiers misfit, and the bias is missing
+    assert all(line.startswith("error: ") for line in lines)
+    assert any("head.classifier.bias" in line for line in lines)
+    assert any("auxiliary_decoder.4.weight" in line for line in lines)
+    assert not (tmp_path / "m.pt").exists()
