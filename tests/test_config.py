@@ -236,7 +236,7 @@ def test_every_problem_at_once_one_line_each(write_experiment, capsys):
         f"error: {path}: train.lr: Input should be greater than 0 (got -1)",
         f"error: {path}: scaling.num_workerz: unknown key; did you mean scaling.num_workers?",
         f"error: {path}: scaling.frobnicate: unknown key; allowed: num_workers, use_gpu, cpus_per_worker, "
-        "max_concurrent_cells",
+        "max_concurrent_cells, placement",
     ])
 
 

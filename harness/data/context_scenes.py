@@ -577,7 +577,7 @@ def ensure_generated(root: Path, seed: int, num_train: int, num_val: int, image_
 
 def _verify_generated(root: Path, options: dict[str, Any]) -> None:
     """Generation ends with the verification `harness.prepare --verify` does for real datasets (and its stamp)."""
-    # lazy: verify imports the registry, which imports this module
+    # lazy: verify builds datasets through the registry, where this module registers itself
     from harness.data.verify import verify_dataset
 
     result = verify_dataset(NAME, root, options)

@@ -21,15 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.data import (
-    CARD_OPTIONS,
-    DataError,
-    Sample,
-    build_dataset,
-    dataset_card,
-    get_spec,
-    resolve_options,
-)
+from harness.data.base import DataError, Sample
+from harness.data.building import CARD_OPTIONS, build_dataset, dataset_card, resolve_options
+from harness.data.registry import get_spec
 from harness.fileio import write_text_atomic
 
 STAMP_DIR = ".idrbench-verified"
