@@ -32,10 +32,19 @@ def test_diverged_cell_fails_once_without_record_or_retry(ray_session, write_exp
     assert len(errors) == 1 and "diverged at iteration" in errors[0] and "last finite loss" in errors[0]
 
 
-def test_bad_file_mid_split_fails_the_cell_without_retry(ray_session, write_experiment, tmp_path, capsys):
+def test_bad_file_mid_split_is_refused_before_ray_starts(write_experiment, tmp_path, capsys, monkeypatch):
+    """A file changed after verification: harness.run names it and stops before Ray or results/.
+
+    Met during training anyway (`--no-verify`), the same file fails the cell at once naming it
+    (tests/test_verify.py, through `run_cell`), and such a fault is not retried by Ray
+    (`CellFault`, as the divergence test above shows through Ray).
+    """
+    import ray
+
     from harness.data import build_dataset
     from tests.test_real_datasets import _truncate
 
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started on data known to be bad"))
     train = {"iterations": 3, "batch_size": 4, "log_interval": 1, "max_failures": 1}
     exp = tiny_experiment("baddata", grid={"idr": [True]}, train=train)
     path = write_experiment(exp)
@@ -47,13 +56,6 @@ def test_bad_file_mid_split_fails_the_cell_without_retry(ray_session, write_expe
     assert main([str(path), "--results", str(results)]) == 2  # the stamp no longer matches: refused up front
     assert f"{bad}: cannot decode image" in capsys.readouterr().err
     assert not results.exists()
-    assert main([str(path), "--results", str(results), "--no-verify"]) == 1
-    cell = results / "baddata" / "cells" / CELL
-    assert not (cell / "record.json").exists()
-    log = (cell / "train.log").read_text()
-    assert log.count("start: ") == 1, "the bad file was retried"
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "bad training data at iteration " in errors[0] and f"{bad}: cannot decode image" in errors[0]
 
 
 def _train_worker_pids() -> list[int]:
@@ -73,7 +75,7 @@ def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, wri
     exp = tiny_experiment(
         "driverloss",
         train={"iterations": 2, "batch_size": 4, "log_interval": 5},
-        overrides=[{"match": {"idr": True}, "set": {"train.iterations": 60, "train.checkpoint_interval": 5}}],
+        overrides=[{"match": {"idr": True}, "set": {"train.iterations": 20, "train.checkpoint_interval": 5}}],
     )
     path = write_experiment(exp)
     results = tmp_path / "results"
@@ -97,7 +99,7 @@ def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, wri
     assert (baseline / "train.log").read_text().count("start: ") == 1
     text = log.read_text()
     resumed = [int(m) for m in re.findall(r"resumed from \S+ at iteration (\d+)", text)]
-    assert len(resumed) == 1 and 10 <= resumed[0] < 60, text
+    assert len(resumed) == 1 and 10 <= resumed[0] < 20, text
     assert json.loads((interrupted / "record.json").read_text())["resumed_from_iteration"] == resumed[0]
     results_files = sorted(p.name for p in interrupted.iterdir() if not p.name.startswith("events.out.tfevents"))
     assert results_files == ["model.pt", "record.json", "train.log"]  # and TensorBoard event files

@@ -5,17 +5,18 @@ import pytest
 import torch
 
 from harness.run import main
+from harness.tblog import read_scalars
 from tests.conftest import tiny_experiment
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, capsys):
-    exp = tiny_experiment("tiny", scaling={"num_workers": 2, "cpus_per_worker": 1})
+def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, capfd):
+    exp = tiny_experiment("tiny", train={"log_interval": 1}, scaling={"num_workers": 2, "cpus_per_worker": 1})
     path = write_experiment(exp)
     results = tmp_path / "results"
     assert main([str(path), "--results", str(results)]) == 0
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
     cells = sorted((results / "tiny" / "cells").iterdir())
     assert [c.name for c in cells] == ["fcn+idr_context_scenes_resnet18_s0", "fcn_context_scenes_resnet18_s0"]
     for cell in cells:
@@ -36,17 +37,30 @@ def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, ca
     assert "boat" in table and "goat" in table
     assert (results / "tiny" / "table.csv").read_text().startswith("framework,dataset,backbone")
     assert "baseline mIoU" in out
+    # the end of the run: the summary, the main table, where the paper-layout tables are
+    assert "paper-layout tables (" in out and str(results / "tiny" / "tables") in out and "Swin" not in out
+
+    # TensorBoard: every cell's event files, written by the driver; not Ray Tune's hint at its own folder
+    assert "tensorboard --logdir" not in out + err
+    for cell in cells:
+        events = read_scalars(cell)
+        assert [step for step, _ in events["loss/total"]] == [1, 2, 3] and [s for s, _ in events["lr"]] == [1, 2, 3]
+        assert events["grad_norm"][0][1] > 0
+        assert ("idr/pick_count_entropy" in events) == cell.name.startswith("fcn+idr")
+        record = json.loads((cell / "record.json").read_text())
+        assert events["val/mIoU"] == [(3, pytest.approx(record["metrics"]["mIoU"], rel=1e-6))]
+    assert not list((results / "tiny" / "_ray").rglob("events.out.tfevents.*"))
 
     # a second run finds both cells complete and trains nothing
     assert main([str(path), "--results", str(results)]) == 0
-    assert "2 cells, 2 already complete" in capsys.readouterr().out
+    assert "2 cells, 2 already complete" in capfd.readouterr().out
 
 
-def test_grid_of_four_cells_isolates_a_failing_cell(ray_session, write_experiment, tmp_path):
-    # a Tune grid of 4 cells, 2 at a time; a global batch of 16 from 8 images fails in the worker
+def test_grid_isolates_a_failing_cell(ray_session, write_experiment, tmp_path):
+    # a Tune grid of 2 cells at once; a global batch of 16 from 8 images fails in the worker
     exp = tiny_experiment(
         "grid",
-        grid={"sweep": {"train.batch_size": [4, 16]}},
+        grid={"idr": [True], "sweep": {"train.batch_size": [4, 16]}},
         train={"iterations": 2, "batch_size": 4},
         scaling={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_cells": 2},
     )
@@ -54,8 +68,7 @@ def test_grid_of_four_cells_isolates_a_failing_cell(ray_session, write_experimen
     results = tmp_path / "results"
     assert main([str(path), "--results", str(results)]) == 1
     cells = results / "grid" / "cells"
-    for name in ("fcn_context_scenes_resnet18_s0_batch_size4", "fcn+idr_context_scenes_resnet18_s0_batch_size4"):
-        assert (cells / name / "record.json").is_file()
-    for name in ("fcn_context_scenes_resnet18_s0_batch_size16", "fcn+idr_context_scenes_resnet18_s0_batch_size16"):
+    assert (cells / "fcn+idr_context_scenes_resnet18_s0_batch_size4" / "record.json").is_file()
+    for name in ("fcn+idr_context_scenes_resnet18_s0_batch_size16",):
         assert not (cells / name / "record.json").exists()
         assert "give no batch of 16" in (cells / name / "train.log").read_text()

@@ -1,7 +1,6 @@
 """TensorBoard scalars: computed by the training loop, written by the driver, read back from the events."""
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
@@ -75,28 +74,3 @@ def test_training_scalars_written_and_read_back(write_experiment, tmp_path):
     assert events["val/mIoU"] == [(4, pytest.approx(payload["metrics"]["mIoU"], rel=1e-6))]
     boat = payload["metrics"]["per_class_iou"]["boat"]
     assert ("val_iou/boat" in events) == (not math.isnan(boat))
-
-
-@pytest.mark.ray
-@pytest.mark.slow
-def test_every_cell_writes_events_through_ray(ray_session, write_experiment, tmp_path, capfd):
-    from harness.run import main
-
-    exp = tiny_experiment("tbray", train={"iterations": 2, "batch_size": 4, "log_interval": 1})
-    results = tmp_path / "results"
-    assert main([str(write_experiment(exp)), "--results", str(results)]) == 0
-    out, err = capfd.readouterr()
-    assert "tensorboard --logdir" not in out + err  # Ray Tune's hint at its own (empty) folder
-    cells = sorted((results / "tbray" / "cells").iterdir())
-    assert [c.name for c in cells] == ["fcn+idr_context_scenes_resnet18_s0", "fcn_context_scenes_resnet18_s0"]
-    for cell in cells:
-        events = read_scalars(cell)
-        assert [step for step, _ in events["loss/total"]] == [1, 2] and [s for s, _ in events["lr"]] == [1, 2]
-        assert events["grad_norm"][0][1] > 0
-        assert ("idr/pick_count_entropy" in events) == cell.name.startswith("fcn+idr")
-        record = json.loads((cell / "record.json").read_text())
-        assert events["val/mIoU"] == [(2, pytest.approx(record["metrics"]["mIoU"], rel=1e-6))]
-    assert not list((results / "tbray" / "_ray").rglob("events.out.tfevents.*"))
-    # the end of the run: the summary, the main table, where the paper-layout tables are
-    assert "baseline mIoU" in out and "paper-layout tables (" in out and str(results / "tbray" / "tables") in out
-    assert "Swin" not in out
