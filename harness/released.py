@@ -142,39 +142,16 @@ def provenance(checkpoint: Path, source: Path | None, url: str | None) -> dict[s
             "url": url, "checkpoint_file": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint)}
 
 
-def released_record(cell: Cell, metrics: dict, card, params: int, eval_time: float, device: torch.device,
+def released_record(cell: Cell, metrics: dict, params: int, eval_time: float, device: torch.device,
                     origin: dict[str, Any]) -> dict:
-    """A record like a trained cell's, without training figures, with its provenance."""
-    from harness.records import SCHEMA_VERSION, build_environment
+    """A record like a trained cell's (`records.build_record`), without training figures, with its provenance."""
+    from harness.records import build_record
 
-    return {
-        "schema": SCHEMA_VERSION,
-        "cell_id": released_id(cell),
-        "experiment": cell.experiment,
-        "framework": cell.framework,
-        "dataset": cell.dataset,
-        "idr": cell.idr,
-        "seed": cell.seed,
-        "backbone": cell.model.backbone,
-        "config": cell.model_dump(mode="json"),
-        "metrics": {key: metrics[key] for key in ("mIoU", "mAcc", "aAcc")},
-        "per_class_iou": metrics["per_class_iou"],
-        "per_class_acc": metrics["per_class_acc"],
-        "num_eval_images": metrics["num_images"],
-        "label_protocol": card.label_protocol,
-        "focus_classes": list(card.focus_classes),
-        "params": params,
-        "complexity": {},
-        "wall_time_s": eval_time,
-        "train_time_s": None,
-        "eval_time_s": eval_time,
-        "iterations_per_s": None,
-        "model_file": origin["checkpoint_file"],
-        "world_size": 1,
-        "device": str(device),
-        "provenance": origin,
-        **build_environment(),
-    }
+    payload = {"metrics": metrics, "params": params, "complexity": {}, "train_time_s": None, "eval_time_s": eval_time,
+               "iterations_per_s": None, "world_size": 1, "device": str(device)}
+    record = build_record(cell, payload, eval_time)
+    del record["resumed_from_iteration"]  # nothing was trained
+    return {**record, "cell_id": released_id(cell), "model_file": origin["checkpoint_file"], "provenance": origin}
 
 
 def evaluate_checkpoint(checkpoint: str | Path, cell: Cell, device: torch.device, results_root: str | Path, *,
@@ -199,7 +176,7 @@ def evaluate_checkpoint(checkpoint: str | Path, cell: Cell, device: torch.device
     metrics = evaluate(model, dataset, device, cell.eval.batch_size, loader_workers=loader_workers, on_batch=on_batch,
                        **protocol_kwargs(cell.eval))
     params = sum(p.numel() for p in model.parameters())
-    record = released_record(cell, metrics, dataset.card, params, time.perf_counter() - start, device, origin)
+    record = released_record(cell, metrics, params, time.perf_counter() - start, device, origin)
     out = Path(results_root) / cell.experiment / "cells" / record["cell_id"] / RECORD_NAME
     write_json_atomic(out, record)
     return out, record
