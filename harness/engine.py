@@ -14,6 +14,7 @@ the records in the driver only, which keeps those processes' start-up short.
 from __future__ import annotations
 
 import os
+import logging
 import shutil
 import threading
 import time
@@ -277,6 +278,9 @@ def make_tuner(cells: list[Cell], hub, storage: Path, max_concurrent: int, resum
     # the driver writes each cell's event files (harness/tblog.py); Ray Tune's own CSV/JSON/TensorBoard
     # loggers would only add an empty trial folder and print a TensorBoard hint pointing at it
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # without those files Tune's result analysis warns, once per trial, that it found no metrics:
+    # ours travel through the hub
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     return tune.Tuner(
         tune.with_resources(cell_trial, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES, **ON_HEAD_NODE}),
         param_space={
