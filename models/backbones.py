@@ -33,6 +33,9 @@ Families the paper uses:
 * the word `"cache"`: the model's default pretrained tag (or the tag in the name) taken from the
   local caches only, see :func:`cached_weights_candidates`. Nothing is ever downloaded; when no
   file is found, :class:`PretrainedWeightsError` names the paths that were looked at.
+
+timm (and with it torchvision) is imported inside the functions that use it, so that validating
+a config or planning a run does not pay for it.
 """
 from __future__ import annotations
 
@@ -42,11 +45,9 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import PatchEmbed
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ def resolve_name(name: str) -> str:
 
 
 def is_known_backbone(name: str) -> bool:
+    import timm
+
     name = resolve_name(name)
     if name.startswith(_HUB_PREFIXES):  # would need the hub at build time
         return False
@@ -130,6 +133,8 @@ def cached_weights_candidates(name: str) -> list[tuple[Path | None, Path]]:
 
     Each entry is (existing file or None, the path or pattern looked at). Purely local.
     """
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(resolve_name(name))
     if cfg is None:
         return []
@@ -157,6 +162,8 @@ def resolve_pretrained(name: str, pretrained: str | os.PathLike | None) -> Path 
         for found, _ in candidates:
             if found is not None:
                 return found
+        import timm
+
         tag = timm.models.get_pretrained_cfg(resolve_name(name))
         what = f"{tag.architecture}.{tag.tag}" if tag is not None and tag.tag else resolve_name(name)
         looked = "; ".join(str(pattern) for _, pattern in candidates) or "(timm lists no pretrained weights for it)"
@@ -231,6 +238,8 @@ def _unexpected_kwarg(err: TypeError, names: set[str]) -> str | None:
 
 def _create(name: str, kwargs: dict, optional: dict) -> tuple[nn.Module, dict]:
     """timm.create_model with `optional` kwargs dropped one by one where the model rejects them."""
+    import timm
+
     optional = dict(optional)
     while True:
         try:
@@ -266,6 +275,8 @@ def _recording_loads():
 
 def _check_fit(arch: str, weights: Path, results: list) -> None:
     """Raise when the weights left backbone tensors unset or carried tensors the model lacks."""
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(arch)
     classifiers = getattr(cfg, "classifier", None) or ()
     if isinstance(classifiers, str):
@@ -290,6 +301,8 @@ def build_backbone(
     `pretrained`: None, a local weights file, or "cache" (local caches only; see the module
     docstring). Nothing is downloaded. `drop_path_rate`: stochastic depth (Swin-L runs: 0.3).
     """
+    import timm
+
     arch = resolve_name(name)
     if not is_known_backbone(arch):
         raise KeyError(f"unknown backbone {name!r}; allowed: any timm model name with features_only support")
@@ -303,6 +316,8 @@ def build_backbone(
     optional = _optional_kwargs(arch, output_stride, is_swin)
     if drop_path_rate > 0:
         kwargs["drop_path_rate"] = drop_path_rate
+    else:  # said explicitly: timm's own default is not 0 for every model (0.1 for Swin)
+        optional["drop_path_rate"] = 0.0
 
     try:
         with _recording_loads() as loads:
@@ -328,6 +343,8 @@ def build_backbone(
 
 def _optional_kwargs(arch: str, output_stride: int, is_swin: bool) -> dict:
     """timm arguments a model may not accept (`_create` drops those it refuses)."""
+    import timm
+
     cfg = timm.models.get_pretrained_cfg(arch)
     optional: dict = {}
     if output_stride != 32:
@@ -350,6 +367,8 @@ def _log_output_stride(arch: str, output_stride: int, strides: list[int], accept
 
 def _pad_multiple(body: nn.Module) -> int:
     """Input sides must be a multiple of this (a patch embedding without dynamic padding), else 1."""
+    from timm.layers import PatchEmbed
+
     for module in body.modules():
         if isinstance(module, PatchEmbed):
             return 1 if module.dynamic_img_pad else max(module.patch_size)

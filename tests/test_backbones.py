@@ -130,6 +130,11 @@ def test_swin_tiny_returns_nchw_at_other_sizes(caplog):
     assert [tuple(f.shape) for f in feats] == [(1, 96, 16, 16), (1, 192, 8, 8), (1, 384, 4, 4), (1, 768, 2, 2)]
     assert all(f.is_contiguous() for f in feats)
     assert [tuple(f.shape[-2:]) for f in odd] == [(18, 17), (9, 9), (5, 5), (3, 3)]
+    # drop_path_rate 0 (the default) means no stochastic depth, not timm's own default (0.1 for Swin)
+    drop_probs = {getattr(m, "drop_prob", 0.0) for m in bb.modules() if type(m).__name__ == "DropPath"}
+    assert drop_probs <= {0.0}
+    deeper = build_backbone("swin_tiny_patch4_window7_224", None, 8, drop_path_rate=0.3)
+    assert max(getattr(m, "drop_prob", 0.0) for m in deeper.modules()) == pytest.approx(0.3)
 
 
 # ---------------------------------------------------------------------------------- weights

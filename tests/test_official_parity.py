@@ -197,8 +197,7 @@ def test_same_eval_logits_and_training_step(tmp_path, monkeypatch, framework, da
 def test_swin_large_upernet_idr(tmp_path, monkeypatch, shrunken_swin):
     official, ours = build_pair(tmp_path, "upernet", "ade20k", True, SWIN_L)
     _check_eval(official, ours, size=96)
-    # Not yet the training step: in train mode (float64, 96x96) the auxiliary loss differs by 9e-5
-    # relative (eval logits agree to 1e-6); open finding, see issue 11's note.
+    _check_train_step(official, ours, True, monkeypatch, size=96)
 
 
 # millions of trainable parameters at 150 classes, R50-D8 V1c, aux head, BatchNorm (issue 11)
