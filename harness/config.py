@@ -131,7 +131,7 @@ class ModelConfig(Strict):
     def _known_backbone(cls, v: str) -> str:
         if not _REGISTRY_CHECKS.get():
             return v
-        from models.backbones import is_known_backbone
+        from harness.diskcache import is_known_backbone
 
         if not is_known_backbone(v):
             raise ValueError(f"unknown backbone {v!r}; allowed: any timm model name with features_only support")

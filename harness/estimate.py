@@ -27,18 +27,16 @@ the model code (models/*.py, harness/measure.py). A second `--dry-run` counts no
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import statistics
 from dataclasses import dataclass
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterable
 
 from harness.config import Cell
 from harness.data import dataset_card
+from harness.diskcache import library_version, read_json, write_json
 
 # fvcore FLOPs/s per GPU during training when nothing was measured: 20e12 multiply-adds/s, about
 # 40 TFLOP/s in the usual 2-flops-per-MAC count, which is roughly what convolutional
@@ -127,14 +125,9 @@ def count_model_flops(cell: Cell, num_classes: int, ignore_index: int) -> Callab
     return lambda size: count_flops(model, size)["total"]
 
 
-CACHE_ENV = "IDRBENCH_CACHE_DIR"
 _ROOT = Path(__file__).resolve().parents[1]
 _COUNTED_LIBRARIES = ("torch", "timm", "fvcore", "transformers")
-
-
-def cache_file() -> Path:
-    folder = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "idrbench"
-    return Path(folder).expanduser() / "flop_counts.json"
+FLOP_COUNTS_FILE = "flop_counts.json"
 
 
 @cache
@@ -142,24 +135,17 @@ def code_fingerprint() -> str:
     """Library versions and a hash of the code that decides a model's FLOP count."""
     digest = hashlib.sha256()
     for name in _COUNTED_LIBRARIES:
-        try:
-            digest.update(f"{name}={metadata.version(name)};".encode())
-        except metadata.PackageNotFoundError:
-            digest.update(f"{name}=absent;".encode())
+        digest.update(f"{name}={library_version(name)};".encode())
     for path in sorted([*(_ROOT / "models").glob("*.py"), _ROOT / "harness" / "measure.py"]):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
 class FlopCache:
-    """FLOP counts on disk, one per (model key, input size, code fingerprint)."""
+    """FLOP counts on disk (harness/diskcache.py), one per (model key, input size, code fingerprint)."""
 
-    def __init__(self, path: Path | None = None):
-        self.path = path or cache_file()
-        try:
-            self.counts: dict[str, int] = json.loads(self.path.read_text())
-        except (OSError, ValueError):
-            self.counts = {}
+    def __init__(self):
+        self.counts: dict[str, int] = read_json(FLOP_COUNTS_FILE)
         self.dirty = False
 
     @staticmethod
@@ -176,16 +162,8 @@ class FlopCache:
         return self.counts[key]
 
     def save(self) -> None:
-        """Write atomically; a cache that cannot be written is only a slower next plan."""
-        if not self.dirty:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.counts))
-            os.replace(tmp, self.path)
-        except OSError:
-            pass
+        if self.dirty:
+            write_json(FLOP_COUNTS_FILE, self.counts)
 
 
 def measured_rate(records: Iterable[dict]) -> Rate | None:

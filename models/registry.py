@@ -17,6 +17,7 @@ from models.backbones import build_backbone, resolve_pretrained
 from models.context import aspp_dilations
 from models.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.fcn import FCNHead, FCNWiring
+from models.hf_backbones import backbone_spec, resolve_backbone_weights
 from models.idr_head import IDRHead
 from models.layers import AuxiliaryHead
 from models.pspnet import PSPHead, PSPNetWiring
@@ -69,31 +70,19 @@ def _build_mask2former(idr: bool, num_classes: int, cfg, ignore_index: int) -> n
     return build_mask2former(idr, num_classes, cfg, ignore_index)
 
 
-def _mask2former_backbone(name: str) -> None:
-    from models.mask2former import backbone_spec
-
-    backbone_spec(name)
-
-
-def _mask2former_weights(name: str, pretrained: str | None):
-    from models.mask2former import resolve_backbone_weights
-
-    return resolve_backbone_weights(name, pretrained)
-
-
 @dataclass(frozen=True)
 class StandaloneFramework:
     """A framework that builds its whole segmentor (own backbone family, no generic head / aux)."""
 
     build: Callable[..., nn.Module]  # (idr, num_classes, cfg, ignore_index) -> segmentor
-    check_backbone: Callable[[str], None]  # raises ValueError (one line) for a backbone it cannot build
+    check_backbone: Callable[[str], object]  # raises ValueError (one line) for a backbone it cannot build
     resolve_weights: Callable[[str, str | None], object]  # local weights file; PretrainedWeightsError if missing
 
 
 #: Frameworks beyond the paper's table of heads, built by their own hook.
 STANDALONE: dict[str, StandaloneFramework] = {
     "mask2former": StandaloneFramework(
-        build=_build_mask2former, check_backbone=_mask2former_backbone, resolve_weights=_mask2former_weights
+        build=_build_mask2former, check_backbone=backbone_spec, resolve_weights=resolve_backbone_weights
     ),
 }
 

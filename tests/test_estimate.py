@@ -1,7 +1,12 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch.nn as nn
 
-from harness import estimate
+from harness import diskcache, estimate
 from harness.config import expand_cells, load_experiment
 from harness.data import dataset_card
 from harness.estimate import (
@@ -105,7 +110,7 @@ def test_dry_run_prints_gpu_hours(write_experiment, capsys):
 
 
 def test_flop_counts_are_cached_per_model_and_size(write_experiment, tmp_path, monkeypatch):
-    monkeypatch.setenv(estimate.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(diskcache.CACHE_ENV, str(tmp_path / "cache"))
     built = []
     real = estimate.count_model_flops
 
@@ -130,3 +135,21 @@ def test_flop_cache_key_depends_on_size_and_code(monkeypatch):
     assert key != estimate.FlopCache.key("fcn|True|5|{}", (64, 96))
     monkeypatch.setattr(estimate, "code_fingerprint", lambda: "other code")
     assert key != estimate.FlopCache.key("fcn|True|5|{}", (64, 64))
+
+
+def test_a_second_plan_imports_no_model_library(write_experiment, tmp_path, monkeypatch):
+    """Once a plan's FLOP counts and backbone names are cached, `--dry-run` imports neither timm
+    (nor torchvision through it) nor transformers: that is what makes a second plan quick."""
+    monkeypatch.setenv(diskcache.CACHE_ENV, str(tmp_path / "cache"))
+    exp = tiny_experiment("t", grid={"frameworks": ["fcn", "mask2former"], "datasets": ["context_scenes"],
+                                     "idr": [False], "seeds": [0]})
+    path = write_experiment(exp)
+    assert main([str(path), "--dry-run"]) == 0  # counts and remembers
+    probe = (
+        "import sys; from harness.run import main; code = main([sys.argv[1], '--dry-run']); "
+        "print(code, [m for m in ('timm', 'torchvision', 'transformers') if m in sys.modules])"
+    )
+    env = {**os.environ, diskcache.CACHE_ENV: str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stdout + done.stderr

@@ -17,8 +17,8 @@ import torch.nn as nn
 from harness.config import ModelConfig, TrainConfig
 from harness.optim import build_optimizer, lr_at, param_groups
 from models.backbones import PretrainedWeightsError
+from models.hf_backbones import OUT_FEATURES
 from models.mask2former import (
-    OUT_FEATURES,
     Mask2FormerSegmentor,
     load_backbone_weights,
     mask2former_config,
