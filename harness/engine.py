@@ -106,6 +106,7 @@ class HubReporter:
 
 def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker of a cell."""
+    entered = time.time()
     import torch
 
     from harness.train import CellFault, run_cell
@@ -115,7 +116,8 @@ def train_loop_per_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     if rank == 0:
-        hub.post.remote(cell.cell_id, "phase", ("train worker group running", time.time()))
+        hub.post.remote(cell.cell_id, "phase", ("train worker group running", entered))
+        hub.post.remote(cell.cell_id, "phase", ("worker imported harness.train", time.time()))
     device = ray.train.torch.get_device() if cell.scaling.use_gpu else torch.device("cpu")
     hub.post.remote(cell.cell_id, "log", f"worker rank {rank} of {world_size} on node {ray.get_runtime_context().get_node_id()}")
     earlier = ray.get(hub.fault.remote(cell.cell_id))
