@@ -8,6 +8,9 @@ the cost of saving and loading one checkpoint. Everything runs in one invocation
 meaningful on any machine. The harness.run time is broken down by the phase marks it writes to
 $IDRBENCH_PHASES (harness/phases.py): process start and imports, checks, Ray start, Tune trial
 start, Train worker group start, the cell itself, Train / Tune teardown, records and tables, exit.
+It also times Ray's own floor: a process that starts Ray as harness.run does and runs one Tune
+trial holding an empty `TorchTrainer.fit` (one worker, same CPUs), so the overhead that is ours
+(imports, checks, the hub, records) can be told from what Ray Tune and Train cost by themselves.
 Run it under the shared Ray lock: `flock /tmp/idrbench-ray.lock python benchmarks/bench_overhead.py`.
 """
 from __future__ import annotations
@@ -45,6 +48,33 @@ def experiment(root: Path, iterations: int, interval: int) -> dict:
     }
 
 
+RAY_FLOOR = """
+import sys
+from harness.engine import ON_HEAD_NODE, TRIAL_MEMORY_BYTES
+from harness.run import start_ray
+from ray import tune
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+def empty_cell(config):
+    TorchTrainer(lambda _: None, scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": config["cpus"]}),
+                 run_config=RunConfig(name="empty", storage_path=config["storage"])).fit()
+
+start_ray(None)
+tune.Tuner(tune.with_resources(empty_cell, {"cpu": 0, "memory": TRIAL_MEMORY_BYTES, **ON_HEAD_NODE}),
+           param_space={"storage": sys.argv[1], "cpus": float(sys.argv[2])},
+           run_config=tune.RunConfig(name="floor", storage_path=sys.argv[1], verbose=0)).fit()
+"""
+
+
+def ray_floor(storage: Path, cpus: float) -> float:
+    """Wall seconds of a process that starts Ray and runs one Tune trial around an empty TorchTrainer.fit."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", RAY_FLOOR, str(storage), str(cpus)], cwd=REPO, check=True,
+                   capture_output=True)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=40)
@@ -69,6 +99,8 @@ def main() -> None:
         through_ray = time.perf_counter() - start
         marks = [("process launched", launched), *json.loads(marks_file.read_text()), ("process exited", time.time())]
 
+        floor = ray_floor(root / "floor", cell.scaling.cpus_per_worker)
+
         model = build_segmentor("fcn", True, 10, cell.model)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -87,6 +119,8 @@ def main() -> None:
     print(f"plain process (run_cell)          {plain:8.1f} s")
     print(f"python -m harness.run (with Ray)  {through_ray:8.1f} s   ratio {through_ray / plain:.2f}x, "
           f"overhead {through_ray - plain:.1f} s")
+    print(f"Ray's floor: start Ray, one Tune trial, an empty TorchTrainer.fit, exit  {floor:6.1f} s; "
+          f"harness.run overhead beyond it {through_ray - plain - floor:.1f} s")
     print("harness.run phases (seconds since the previous mark):")
     for (_, before), (name, when) in zip(marks, marks[1:]):
         print(f"  {name:34} {when - before:7.1f}")
