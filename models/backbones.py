@@ -18,7 +18,10 @@ Families the paper uses:
   as NCHW. The model is built with a dynamic input size and `always_partition=True` (window
   size and shift kept in every stage whatever the input size, as the segmentation Swin of
   mmsegmentation / SSSegmentation), and inputs are zero-padded on the right and bottom to a
-  multiple of the patch size. As in those codebases a LayerNorm (freshly initialised: it is not
+  multiple of the patch size. The (shifted) window attention pads each map to a multiple of the
+  window *before* the cyclic shift, as those codebases do (timm shifts first and pads after,
+  which differs whenever a side is not a multiple of the window, e.g. 512x512 crops:
+  :func:`pad_then_shift_attention`). As in those codebases a LayerNorm (freshly initialised: it is not
   in the ImageNet checkpoints) is applied to every output level. Swin's strides are fixed
   (4, 8, 16, 32): `output_stride` is ignored for it, with a log line.
 * Any other timm model with `features_only` support: its last four levels; `output_stride` is
@@ -42,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import types
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -338,6 +342,8 @@ def build_backbone(
         raise ValueError(f"backbone {name!r} gives {len(channels)} feature levels; four are needed")
     _log_output_stride(arch, output_stride, strides, "output_stride" in used)
     nhwc = str(getattr(body, "output_fmt", "NCHW")) in ("NHWC", "Format.NHWC")
+    if is_swin:
+        _pad_before_shift(body)
     return Backbone(body, arch, channels, strides, nhwc=nhwc, pad_multiple=_pad_multiple(body), out_norms=is_swin)
 
 
@@ -373,3 +379,31 @@ def _pad_multiple(body: nn.Module) -> int:
         if isinstance(module, PatchEmbed):
             return 1 if module.dynamic_img_pad else max(module.patch_size)
     return 1
+
+
+def pad_then_shift_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(S)W-MSA of a timm `SwinTransformerBlock` on an NHWC map, computed as the segmentation Swin
+    of mmsegmentation / SSSegmentation does: zero-pad to a multiple of the window, cyclic shift
+    of the padded map, shifted windows masked on the padded grid, shift back, crop."""
+    from timm.models.swin_transformer import window_partition, window_reverse
+
+    _, height, width, channels = x.shape
+    (win_h, win_w), shift = block.window_size, tuple(block.shift_size)
+    padded = F.pad(x, (0, 0, 0, -width % win_w, 0, -height % win_h))
+    padded_h, padded_w = padded.shape[1], padded.shape[2]
+    if any(shift):
+        padded = torch.roll(padded, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    mask = block.get_attn_mask(padded)  # region ids of the padded grid (None without a shift)
+    windows = window_partition(padded, block.window_size).view(-1, win_h * win_w, channels)
+    attended = block.attn(windows, mask=mask).view(-1, win_h, win_w, channels)
+    merged = window_reverse(attended, block.window_size, padded_h, padded_w)
+    if any(shift):
+        merged = torch.roll(merged, shifts=shift, dims=(1, 2))
+    return merged[:, :height, :width, :].contiguous()
+
+
+def _pad_before_shift(body: nn.Module) -> None:
+    """Make every Swin block of `body` attend with :func:`pad_then_shift_attention`."""
+    for module in body.modules():
+        if type(module).__name__ == "SwinTransformerBlock":
+            module._attn = types.MethodType(pad_then_shift_attention, module)

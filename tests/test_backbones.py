@@ -130,6 +130,14 @@ def test_swin_tiny_returns_nchw_at_other_sizes(caplog):
     assert [tuple(f.shape) for f in feats] == [(1, 96, 16, 16), (1, 192, 8, 8), (1, 384, 4, 4), (1, 768, 2, 2)]
     assert all(f.is_contiguous() for f in feats)
     assert [tuple(f.shape[-2:]) for f in odd] == [(18, 17), (9, 9), (5, 5), (3, 3)]
+    # window attention pads before the cyclic shift (official / mmseg Swin); where no padding is
+    # needed that is timm's own attention, elsewhere it is not (the official side: test_official_parity)
+    block = blocks[-3]  # a shifted block of stage 3 (384 channels)
+    assert any(block.shift_size)
+    with torch.no_grad():
+        whole, padded = torch.randn(1, 14, 14, 384), torch.randn(1, 16, 16, 384)
+        assert torch.allclose(block._attn(whole), type(block)._attn(block, whole), atol=1e-5)
+        assert not torch.allclose(block._attn(padded), type(block)._attn(block, padded), atol=1e-3)
     # drop_path_rate 0 (the default) means no stochastic depth, not timm's own default (0.1 for Swin)
     drop_probs = {getattr(m, "drop_prob", 0.0) for m in bb.modules() if type(m).__name__ == "DropPath"}
     assert drop_probs <= {0.0}

@@ -196,8 +196,8 @@ def test_same_eval_logits_and_training_step(tmp_path, monkeypatch, framework, da
 @pytest.mark.slow
 def test_swin_large_upernet_idr(tmp_path, monkeypatch, shrunken_swin):
     official, ours = build_pair(tmp_path, "upernet", "ade20k", True, SWIN_L)
-    _check_eval(official, ours, size=96)
-    _check_train_step(official, ours, True, monkeypatch, size=96)
+    _check_eval(official, ours, size=80)  # sides that are no multiple of the window: padded attention
+    _check_train_step(official, ours, True, monkeypatch, size=64)
 
 
 # millions of trainable parameters at 150 classes, R50-D8 V1c, aux head, BatchNorm (issue 11)
