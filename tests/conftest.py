@@ -20,6 +20,15 @@ os.environ["RAY_AUTH_MODE"] = "token"  # read when ray is imported: set before a
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) every test that starts or
+    uses Ray runs in one worker, in order: one Ray session at a time on the machine, and its
+    `ray stop --force` cannot reach another worker's cluster."""
+    for item in items:
+        if item.get_closest_marker("ray") or "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -56,7 +56,7 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_session, write_experiment
     exp = tiny_experiment(
         "crash",
         grid={"idr": [True]},
-        train={"iterations": 60, "batch_size": 4, "log_interval": 5, "checkpoint_interval": 10, "max_failures": 1},
+        train={"iterations": 40, "batch_size": 4, "log_interval": 5, "checkpoint_interval": 10, "max_failures": 1},
     )
     path = write_experiment(exp)
     results = tmp_path / "results"

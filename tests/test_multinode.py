@@ -13,6 +13,8 @@ import pytest
 from harness.cluster import nodes_missing_the_folder, probe_on_node
 from tests.conftest import REPO, tiny_experiment
 
+pytestmark = pytest.mark.ray  # its own clusters: never beside the shared session (conftest.py)
+
 CELL = "fcn+idr_context_scenes_resnet18_s0"
 
 

@@ -12,7 +12,9 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
 def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, capfd):
-    exp = tiny_experiment("tiny", train={"log_interval": 1}, scaling={"num_workers": 2, "cpus_per_worker": 1})
+    # both cells at once, each 2 DDP workers of half a CPU (the test cluster has 2 CPUs)
+    exp = tiny_experiment("tiny", train={"log_interval": 1},
+                          scaling={"num_workers": 2, "cpus_per_worker": 0.5, "max_concurrent_cells": 2})
     path = write_experiment(exp)
     results = tmp_path / "results"
     assert main([str(path), "--results", str(results)]) == 0

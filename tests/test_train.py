@@ -40,7 +40,7 @@ def test_too_few_images_for_a_batch(write_experiment):
     ids=["plain", "accumulation-bf16-clip"],
 )
 def test_interrupted_run_resumes_to_the_same_result(write_experiment, tmp_path, extra):
-    train = {"iterations": 6, "batch_size": 4, "checkpoint_interval": 2, **extra}
+    train = {"iterations": 4, "batch_size": 4, "checkpoint_interval": 2, **extra}
     cell = _cells(write_experiment, grid={"idr": [True]}, train=train)[0]
     uninterrupted = run_cell(cell, PrintReporter(quiet=True))
     root = tmp_path / "ckpt"
