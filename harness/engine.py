@@ -330,6 +330,9 @@ def run_cells(
     storage = (results_dir / "_ray").resolve()
     storage.mkdir(parents=True, exist_ok=True)
     events = DriverEvents(cells, results_dir, board)
-    error = fit_while_draining(make_tuner(cells, hub, storage, max_concurrent, resume), hub, events)
+    try:
+        error = fit_while_draining(make_tuner(cells, hub, storage, max_concurrent, resume), hub, events)
+    finally:
+        ray.kill(hub)  # a driver that lives on (a notebook, the test session) keeps no idle hub
     events.close(error)
     return events.records

@@ -20,6 +20,7 @@ os.environ["RAY_AUTH_MODE"] = "token"  # read when ray is imported: set before a
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) every test that starts or
     uses Ray runs in one worker, in order: one Ray session at a time on the machine, and its
