@@ -14,7 +14,6 @@ written. The output is written atomically as `{'model': state_dict, 'source': pr
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import pickle
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from harness.fileio import sha256_of_file
 from harness.official import (
     OFFICIAL_NUM_CLASSES,
     R50,
@@ -255,14 +255,6 @@ def build_official_model(
     return build_segmentor(framework, idr, k, cfg), cfg
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _write_atomically(obj: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -298,7 +290,7 @@ def convert_file(
     model, cfg = build_official_model(framework, idr, dataset, backbone, num_classes)
     state = convert_state_dict(official, model, framework, idr, backbone)
     provenance = {
-        "file": source.name, "sha256": _sha256(source), "kind": "released model (converted, no training)",
+        "file": source.name, "sha256": sha256_of_file(source), "kind": "released model (converted, no training)",
         "framework": framework, "idr": idr, "dataset": dataset, "backbone": backbone,
         "num_classes": int(model.aux_head[-1].out_channels), "model_config": cfg.model_dump(mode="json"),
     }

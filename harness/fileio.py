@@ -4,9 +4,11 @@
 umask; renamed into place, results would be readable by their writer only. Here temporary
 names are opened the ordinary way (mode 0666 / 0777 less the umask: 0644 / 0755 under 022),
 written completely, then renamed over the final name, so a reader never sees half a file.
+Also the sha256 of a file, which records of converted and released checkpoints carry.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -73,3 +75,12 @@ def remove_partials(root: Path | str) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return found
+
+
+def sha256_of_file(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

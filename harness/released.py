@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
-import hashlib
 import pickle
 import sys
 import time
@@ -30,7 +29,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from harness.fileio import write_text_atomic
+from harness.fileio import sha256_of_file, write_text_atomic
 from harness.config import (
     Cell,
     ConfigError,
@@ -97,14 +96,6 @@ def released_id(cell: Cell) -> str:
     return f"released_{cell.cell_id}@{protocol_tag(cell.eval)}"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a model.pt in our format ({"model": state dict}); weights only, no code."""
     try:
@@ -138,8 +129,8 @@ def provenance(checkpoint: Path, source: Path | None, url: str | None) -> dict[s
     source = Path(source) if source is not None else checkpoint
     if not source.is_file():
         raise ReleasedError(f"{source}: no such source file (--source names the official checkpoint)")
-    return {"kind": RELEASED, "trained": False, "source_file": source.name, "source_sha256": sha256_of(source),
-            "url": url, "checkpoint_file": str(checkpoint), "checkpoint_sha256": sha256_of(checkpoint)}
+    return {"kind": RELEASED, "trained": False, "source_file": source.name, "source_sha256": sha256_of_file(source),
+            "url": url, "checkpoint_file": str(checkpoint), "checkpoint_sha256": sha256_of_file(checkpoint)}
 
 
 def released_record(cell: Cell, metrics: dict, params: int, eval_time: float, device: torch.device,

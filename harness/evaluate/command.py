@@ -96,15 +96,20 @@ def cell_changes(args: argparse.Namespace, dataset: str) -> dict:
     return changes
 
 
+def _options_json(text: str | None):
+    """The parsed `--options` JSON (an empty dict when not given); ValueError naming the flag."""
+    try:
+        return json.loads(text) if text else {}
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--options: not valid JSON ({exc})") from None
+
+
 def _score_folder(args: argparse.Namespace) -> tuple[str, dict, dict]:
     missing = [flag for flag, value in (("--dataset", args.dataset), ("--split", args.split), ("--root", args.root))
                if value is None]
     if missing:
         raise ValueError(f"--predictions needs {', '.join(missing)}")
-    try:
-        options = json.loads(args.options) if args.options else {}
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--options: not valid JSON ({exc})") from None
+    options = _options_json(args.options)
     if not isinstance(options, dict):
         raise ValueError("--options: expected a JSON object of dataset options")
     validate_options(args.dataset, options)
@@ -136,10 +141,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[str, dict, dict]:
     missing = [flag for flag, value in (("--framework", args.framework), ("--dataset", args.dataset)) if value is None]
     if missing:
         raise ValueError(f"--checkpoint needs {', '.join(missing)}")
-    try:
-        options = json.loads(args.options) if args.options else {}
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--options: not valid JSON ({exc})") from None
+    options = _options_json(args.options)
     cell = setting_cell(args.framework, args.idr, args.dataset, args.backbone, args.experiment, args.root, options)
     cell = with_protocol(cell, args.protocol or "ss", args.split)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
