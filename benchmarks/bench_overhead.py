@@ -11,6 +11,8 @@ start, Train worker group start, the cell itself, Train / Tune teardown, records
 It also times Ray's own floor: a process that starts Ray as harness.run does and runs one Tune
 trial holding an empty `TorchTrainer.fit` (one worker, same CPUs), so the overhead that is ours
 (imports, checks, the hub, records) can be told from what Ray Tune and Train cost by themselves.
+Last, it times one training step in this process and inside a Ray Train worker at several
+controller poll intervals (each poll wakes the worker while its compute threads hold every core).
 Run it under the shared Ray lock: `flock /tmp/idrbench-ray.lock python benchmarks/bench_overhead.py`.
 """
 from __future__ import annotations
@@ -67,6 +69,67 @@ tune.Tuner(tune.with_resources(empty_cell, {"cpu": 0, "memory": TRIAL_MEMORY_BYT
 """
 
 
+STEP_IN_TRAIN_WORKER = """
+import json, os, sys, time
+os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = sys.argv[3]
+import ray
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from harness.run import start_ray
+
+def steps(config):
+    sys.path.insert(0, config["benchmarks"])
+    from bench_overhead import seconds_per_step
+    from harness.config import validated_cell
+    cell = validated_cell(config["cell"])
+    with open(config["out"], "w") as out:
+        json.dump(seconds_per_step(cell, config["steps"]), out)
+
+start_ray(None)
+cell = json.loads(sys.argv[1])
+TorchTrainer(steps, train_loop_config={"cell": cell, "out": sys.argv[2], "steps": int(sys.argv[4]),
+                                           "benchmarks": sys.argv[6]},
+             scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": cell["scaling"]["cpus_per_worker"]}),
+             run_config=RunConfig(name="poll", storage_path=sys.argv[5])).fit()
+"""
+
+
+def seconds_per_step(cell, steps: int, warmup: int = 3) -> float:
+    """Mean seconds of `steps` training steps of `cell` after `warmup` untimed ones, in this process."""
+    from harness.train import build_run, train_loop
+
+    train = cell.train.model_copy(update={"checkpoint_interval": 0, "iterations": warmup + steps})
+    run = build_run(cell.model_copy(update={"train": train}), PrintReporter(quiet=True), 0, 1, torch.device("cpu"))
+    train_loop(run, stop_after=warmup)
+    run.start_iteration = warmup
+    start = time.perf_counter()
+    train_loop(run)
+    return (time.perf_counter() - start) / steps
+
+
+def step_in_train_worker(cell, root: Path, interval: float, steps: int) -> float:
+    """Seconds per training step of `cell` inside a Ray Train worker whose controller polls every `interval` s."""
+    out = root / f"poll-{interval:g}.json"
+    subprocess.run([sys.executable, "-c", STEP_IN_TRAIN_WORKER, json.dumps(cell.model_dump(mode="json")), str(out),
+                    str(interval), str(steps), str(root / "poll"), str(REPO / "benchmarks")], cwd=REPO, check=True, capture_output=True)
+    return json.loads(out.read_text())
+
+
+def poll_interval_steps(cell, root: Path, intervals: list[float], steps: int, rounds: int) -> dict[str, float]:
+    """Fastest seconds per step over `rounds` rounds, in this process and in a Train worker per poll
+    interval; each round runs them in the reverse order of the one before, so that a drift of the
+    machine's speed does not favour whichever comes last."""
+    if not intervals:
+        return {}
+    configs: list[float | None] = [None, *intervals]
+    best: dict[float | None, float] = {}
+    for round_index in range(rounds):
+        for interval in configs if round_index % 2 == 0 else configs[::-1]:
+            seconds = seconds_per_step(cell, steps) if interval is None else step_in_train_worker(cell, root, interval, steps)
+            best[interval] = min(seconds, best.get(interval, seconds))
+    return {("plain process" if k is None else f"Train worker, poll every {k:g} s"): best[k] for k in configs}
+
+
 def ray_floor(storage: Path, cpus: float) -> float:
     """Wall seconds of a process that starts Ray and runs one Tune trial around an empty TorchTrainer.fit."""
     start = time.perf_counter()
@@ -79,6 +142,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=40)
     parser.add_argument("--checkpoint-interval", type=int, default=10)
+    parser.add_argument("--poll-intervals", default="1,2,5",
+                        help="Ray Train controller poll intervals (s) to time a training step under; '' to skip")
+    parser.add_argument("--poll-steps", type=int, default=20)
+    parser.add_argument("--poll-rounds", type=int, default=2, help="rounds of those timings (the fastest of each is shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -94,12 +161,15 @@ def main() -> None:
         marks_file = root / "phases.json"
         env = {**os.environ, "IDRBENCH_PHASES": str(marks_file)}
         launched, start = time.time(), time.perf_counter()
-        subprocess.run([sys.executable, "-m", "harness.run", str(path), "--results", str(root / "results")],
-                       cwd=REPO, check=True, capture_output=True, env=env)
+        with open(root / "harness-run.log", "w") as log:  # a file, not a pipe: the time ends when the process does
+            subprocess.run([sys.executable, "-m", "harness.run", str(path), "--results", str(root / "results")],
+                           cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
         through_ray = time.perf_counter() - start
         marks = [("process launched", launched), *json.loads(marks_file.read_text()), ("process exited", time.time())]
 
         floor = ray_floor(root / "floor", cell.scaling.cpus_per_worker)
+        polled = poll_interval_steps(cell, root, [float(v) for v in args.poll_intervals.split(",") if v.strip()],
+                                     args.poll_steps, args.poll_rounds)
 
         model = build_segmentor("fcn", True, 10, cell.model)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -124,6 +194,12 @@ def main() -> None:
     print("harness.run phases (seconds since the previous mark):")
     for (_, before), (name, when) in zip(marks, marks[1:]):
         print(f"  {name:34} {when - before:7.1f}")
+    if polled:
+        base = polled["plain process"]
+        print(f"one training step (fastest of {args.poll_rounds} rounds of {args.poll_steps} steps timed after 3), "
+              f"plain process vs a Ray Train worker by the controller's poll interval (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S; harness.run keeps Ray's 2):")
+        for name, seconds in polled.items():
+            print(f"  {name:34} {seconds:7.3f} s   {seconds / base:.2f}x")
     print(f"checkpoint save / load            {saved * 1e3:8.1f} / {loaded * 1e3:.1f} ms ({size_mb:.1f} MiB)")
 
 

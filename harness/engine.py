@@ -311,7 +311,7 @@ def fit_while_draining(tuner: tune.Tuner, hub, events: DriverEvents) -> BaseExce
     phases.mark("tune grid starting")
     worker.start()
     while worker.is_alive():
-        worker.join(timeout=0.5)
+        worker.join(timeout=1.0)
         events.handle(ray.get(hub.drain.remote()))
     events.handle(ray.get(hub.drain.remote()))
     phases.mark("tune grid returned")

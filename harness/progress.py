@@ -50,7 +50,7 @@ class Board:
 
     def __enter__(self) -> "Board":
         if self.interactive:
-            self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
+            self._live = Live(self.render(), console=self.console, refresh_per_second=1, transient=False)
             self._live.__enter__()
         return self
 

@@ -100,18 +100,16 @@ def build_environment() -> dict:
     }
 
 
-def save_final_model(path: Path, state: dict, iteration: int) -> None:
-    """The trained weights and IDR buffers beside the record (loads with weights_only=True)."""
-    import torch
-
+def save_final_model(path: Path, content: bytes) -> None:
+    """The trained weights and IDR buffers beside the record (`harness.train.final_model_bytes`)."""
     with atomic_target(path) as partial:
-        torch.save({"iteration": iteration, "model": state}, partial)
+        partial.write_bytes(content)
 
 
 def store_cell(results_dir: Path, cell: Cell, payload: dict, wall_time_s: float) -> dict:
     """Write a finished cell: its final model first, then its record (which marks it complete)."""
     payload = dict(payload)
-    save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, payload.pop("final_state"), cell.train.iterations)
+    save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, payload.pop("final_model"))
     record = build_record(cell, payload, wall_time_s)
     write_record(results_dir, cell, record)
     return record

@@ -82,3 +82,22 @@ def test_a_checkpoint_cut_short_is_not_the_newest(tmp_path):
     (tmp_path / "iter_00000004" / "files_rank1.json").unlink()  # rank 1's part never arrived
     assert not checkpoint_complete(tmp_path / "iter_00000006")
     assert latest_checkpoint(tmp_path).name == "iter_00000002"
+
+
+def test_the_payload_reaches_the_hub_without_torch(write_experiment):
+    """The progress hub (a process that never imports torch) unpickles what rank 0 sends: the final
+    model travels as the bytes of its file, which loads with weights_only=True."""
+    import io
+    import pickle
+    import subprocess
+    import sys
+
+    import torch
+
+    cell = _cells(write_experiment, grid={"idr": [True]}, train={"iterations": 1, "batch_size": 4})[0]
+    payload = run_cell(cell, PrintReporter(quiet=True))
+    unpickle = "import pickle, sys; pickle.loads(sys.stdin.buffer.read()); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", unpickle], input=pickle.dumps(payload), capture_output=True, check=True)
+    assert out.stdout.strip() == b"False"
+    final = torch.load(io.BytesIO(payload["final_model"]), weights_only=True)
+    assert final["iteration"] == 1 and "head.relations_mean" in final["model"]
