@@ -130,6 +130,19 @@ def poll_interval_steps(cell, root: Path, intervals: list[float], steps: int, ro
     return {("plain process" if k is None else f"Train worker, poll every {k:g} s"): best[k] for k in configs}
 
 
+def steal_seconds() -> float | None:
+    """CPU seconds the hypervisor has taken from this virtual machine since boot (Linux; None elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def stolen(before: float | None, after: float | None) -> str:
+    return "unknown" if before is None or after is None else f"{after - before:.1f} s"
+
+
 def ray_floor(storage: Path, cpus: float) -> float:
     """Wall seconds of a process that starts Ray and runs one Tune trial around an empty TorchTrainer.fit."""
     start = time.perf_counter()
@@ -154,9 +167,10 @@ def main() -> None:
         cell = resolve_cells(load_experiment(path))[0]
         run_cell(cell, PrintReporter(quiet=True), stop_after=1)  # generate the data, warm caches
 
-        start = time.perf_counter()
+        steal_start, start = steal_seconds(), time.perf_counter()
         run_cell(cell, PrintReporter(root / "plain_ckpt", quiet=True))
         plain = time.perf_counter() - start
+        steal_plain = steal_seconds()
 
         marks_file = root / "phases.json"
         env = {**os.environ, "IDRBENCH_PHASES": str(marks_file)}
@@ -165,7 +179,10 @@ def main() -> None:
             subprocess.run([sys.executable, "-m", "harness.run", str(path), "--results", str(root / "results")],
                            cwd=REPO, check=True, stdout=log, stderr=subprocess.STDOUT, env=env)
         through_ray = time.perf_counter() - start
+        steal_ray = steal_seconds()
         marks = [("process launched", launched), *json.loads(marks_file.read_text()), ("process exited", time.time())]
+        at = dict(marks)
+        cell_in_worker = at["run_cell returned"] - at["worker imported harness.train"]
 
         floor = ray_floor(root / "floor", cell.scaling.cpus_per_worker)
         polled = poll_interval_steps(cell, root, [float(v) for v in args.poll_intervals.split(",") if v.strip()],
@@ -189,6 +206,10 @@ def main() -> None:
     print(f"plain process (run_cell)          {plain:8.1f} s")
     print(f"python -m harness.run (with Ray)  {through_ray:8.1f} s   ratio {through_ray / plain:.2f}x, "
           f"overhead {through_ray - plain:.1f} s")
+    print(f"the cell itself (run_cell): plain {plain:.1f} s, in the Train worker {cell_in_worker:.1f} s "
+          f"({cell_in_worker / plain:.2f}x); harness.run outside run_cell {through_ray - cell_in_worker:.1f} s")
+    print(f"CPU time the hypervisor took (steal): {stolen(steal_start, steal_plain)} during the plain run, "
+          f"{stolen(steal_plain, steal_ray)} during harness.run")
     print(f"Ray's floor: start Ray, one Tune trial, an empty TorchTrainer.fit, exit  {floor:6.1f} s; "
           f"harness.run overhead beyond it {through_ray - plain - floor:.1f} s")
     print("harness.run phases (seconds since the previous mark):")
