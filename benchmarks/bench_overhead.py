@@ -8,6 +8,9 @@ the cost of saving and loading one checkpoint. Everything runs in one invocation
 meaningful on any machine. The harness.run time is broken down by the phase marks it writes to
 $IDRBENCH_PHASES (harness/phases.py): process start and imports, checks, Ray start, Tune trial
 start, Train worker group start, the cell itself, Train / Tune teardown, records and tables, exit.
+The cell's own time inside the Train worker is set against the plain run, so that a slower
+training inside Ray can be told from the fixed cost around it; the CPU time the hypervisor took
+(steal, from /proc/stat) during each run is printed too, since a virtual machine's speed drifts.
 It also times Ray's own floor: a process that starts Ray as harness.run does and runs one Tune
 trial holding an empty `TorchTrainer.fit` (one worker, same CPUs), so the overhead that is ours
 (imports, checks, the hub, records) can be told from what Ray Tune and Train cost by themselves.
