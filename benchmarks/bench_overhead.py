@@ -73,9 +73,8 @@ tune.Tuner(tune.with_resources(empty_cell, {"cpu": 0, "memory": TRIAL_MEMORY_BYT
 
 
 STEP_IN_TRAIN_WORKER = """
-import json, os, sys, time
+import json, os, sys
 os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = sys.argv[3]
-import ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from harness.run import start_ray
