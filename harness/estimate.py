@@ -136,8 +136,8 @@ def code_fingerprint() -> str:
     digest = hashlib.sha256()
     for name in _COUNTED_LIBRARIES:
         digest.update(f"{name}={library_version(name)};".encode())
-    for path in sorted([*(_ROOT / "models").glob("*.py"), _ROOT / "harness" / "measure.py"]):
-        digest.update(path.name.encode() + path.read_bytes())
+    for path in sorted([*(_ROOT / "models").rglob("*.py"), _ROOT / "harness" / "measure.py"]):
+        digest.update(str(path.relative_to(_ROOT)).encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
 

@@ -1,6 +1,6 @@
 """The transformers backbones Mask2Former is built on: their configs and local weights.
 
-Kept apart from models/mask2former.py so that checking a plan's backbone names and weight files
+Kept apart from models/heads/mask2former.py so that checking a plan's backbone names and weight files
 imports neither transformers nor torchvision.
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each function is loop-free over classes and pixels (scatter/gather and batched matmuls);
 `tests/test_idr_core.py` holds every one against a slow per-class reference. The module
-that uses them inside a segmentation head is :mod:`models.idr_head`.
+that uses them inside a segmentation head is :mod:`models.plugins.idr_head`.
 
 Notation: B images, C channels, K classes, (h, w) feature size, (H, W) label size.
 """

@@ -15,14 +15,14 @@ import torch.nn as nn
 
 from models.backbones import build_backbone, resolve_pretrained
 from models.context import aspp_dilations
-from models.deeplabv3 import ASPPHead, DeepLabV3Wiring
-from models.fcn import FCNHead, FCNWiring
+from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
+from models.heads.fcn import FCNHead, FCNWiring
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
-from models.idr_head import IDRHead
+from models.plugins.idr_head import IDRHead
 from models.layers import AuxiliaryHead
-from models.pspnet import PSPHead, PSPNetWiring
+from models.heads.pspnet import PSPHead, PSPNetWiring
 from models.segmentor import Segmentor
-from models.upernet import UPerHead, UPerNetWiring
+from models.heads.upernet import UPerHead, UPerNetWiring
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ FRAMEWORKS: dict[str, Framework] = {
 
 
 def _build_mask2former(idr: bool, num_classes: int, cfg, ignore_index: int) -> nn.Module:
-    from models.mask2former import build_mask2former  # imports transformers: only when asked for
+    from models.heads.mask2former import build_mask2former  # imports transformers: only when asked for
 
     return build_mask2former(idr, num_classes, cfg, ignore_index)
 

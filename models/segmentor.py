@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from models.idr_head import DELETION_OUTPUT
+from models.plugins.idr_head import DELETION_OUTPUT
 from models.losses import cross_entropy_and_pixels
 
 

@@ -9,10 +9,10 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-import models.idr_head as idr_head
+import models.plugins.idr_head as idr_head
 from harness.config import ModelConfig
 from models import build_segmentor, idr
-from models.idr_head import pick_deleted_classes
+from models.plugins.idr_head import pick_deleted_classes
 
 K = 6
 BUFFERS = ("relations_mean", "relations_var", "pick_counts", "dataset_reps")

@@ -18,7 +18,7 @@ from harness.config import ModelConfig, TrainConfig
 from harness.optim import build_optimizer, lr_at, param_groups
 from models.backbones import PretrainedWeightsError
 from models.hf_backbones import OUT_FEATURES
-from models.mask2former import (
+from models.heads.mask2former import (
     Mask2FormerSegmentor,
     load_backbone_weights,
     mask2former_config,

@@ -51,7 +51,7 @@ official code digest says where it is attached):
   of the normalised semantic scores);
 * the dataset-level representations are updated from F (before the concatenation).
 
-The IDR buffers and steps are :class:`models.idr_head.IDRCore`'s, shared with the other
+The IDR buffers and steps are :class:`models.plugins.idr_head.IDRCore`'s, shared with the other
 frameworks. Note the refinement's self-attention runs over all (H/4)x(W/4) positions, so its
 cost grows with the 4th power of the side (about 16x that of the frameworks with IDR at 1/8).
 
@@ -82,7 +82,7 @@ from transformers.utils import logging as hf_logging
 
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
 from models.idr import exclude_classes
-from models.idr_head import IDRCore, _rng_state, _set_rng_state, pick_deleted_classes
+from models.plugins.idr_head import IDRCore, _rng_state, _set_rng_state, pick_deleted_classes
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
 
 logger = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The IDR module as one plug-in head around any framework's context module.
 
-A framework supplies a *wiring* object (see :class:`models.fcn.FCNWiring`) that says which
+A framework supplies a *wiring* object (see :class:`models.heads.fcn.FCNWiring`) that says which
 tensor feeds stage 1 (its coarse context, or the bottleneck features F when it has none),
 how that context is refined, and what stage 2 reads besides F and the IDR context Z. The
 algorithm itself lives once, in :mod:`models.idr`.
@@ -114,7 +114,7 @@ class IDRCore:
     relation update, once a framework has produced the anchor and the deleted stage-2
     predictions) and 9. The module using it must set `refiner` (a :class:`SelfAttentionBlock`
     from 6C to C channels), `relation_momentum`, `reps_momentum` and `ignore_index`.
-    :class:`IDRHead` is one user; :class:`models.mask2former.Mask2FormerIDR` is another.
+    :class:`IDRHead` is one user; :class:`models.heads.mask2former.Mask2FormerIDR` is another.
     """
 
     def register_idr_buffers(self, num_classes: int, channels: int) -> None:

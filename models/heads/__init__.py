@@ -1,0 +1,1 @@
+"""Framework heads: one file per segmentation framework (its baseline head and its plug-in wiring)."""
