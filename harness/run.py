@@ -228,8 +228,10 @@ def start_ray(address: str | None) -> None:
         return
     if address:  # a cluster's processes keep the environment they were started with
         ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    elif os.environ.get("RAY_ADDRESS"):  # a `ray job submit` driver: the job's own cluster
+        ray.init(log_to_driver=False)
+    else:  # our own Ray, never a cluster that `ray start` left running on this machine
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
 def train_cells(todo: list[Cell], results_dir: Path, board, max_concurrent: int, args: argparse.Namespace) -> bool:

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) every test that starts or
     uses Ray runs in one worker, in order: one Ray session at a time on the machine, and its
-    `ray stop --force` cannot reach another worker's cluster."""
+    teardown cannot reach another worker's cluster."""
     for item in items:
         if item.get_closest_marker("ray") or "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("ray"))
@@ -42,6 +42,37 @@ class RayCluster:
     dashboard: str  # job submission address
 
 
+def stop_cluster(temp_dir: str, port: int) -> None:
+    """Kill the processes of the cluster started with `temp_dir` and GCS `port`, and their children.
+
+    Not `ray stop --force`, which kills every Ray process on the machine: another test run's
+    cluster, or a user's own `harness.run`, would die with it."""
+    import psutil
+
+    marks = (temp_dir, f":{port}")
+    own = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if any(mark in cmdline for mark in marks) and proc.pid != os.getpid():
+            own.append(proc)
+    tree = {p.pid: p for proc in own for p in [proc, *_children(proc)]}
+    for proc in tree.values():
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(list(tree.values()), timeout=30)
+
+
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One real local Ray cluster for all tests that need it: `ray start --head` on 127.0.0.1
@@ -50,10 +81,12 @@ def ray_session():
 
     env = dict(os.environ)
     subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
-    port, dash = _free_port(), _free_port()
+    port, dash, client = _free_port(), _free_port(), _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="idrbench-ray-")
     start = [
         "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--disable-usage-stats",
+        "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+        f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats",
     ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
     cluster = RayCluster(address=f"127.0.0.1:{port}", dashboard=f"http://127.0.0.1:{dash}")
@@ -62,7 +95,7 @@ def ray_session():
         yield cluster
     finally:
         ray.shutdown()
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_cluster(temp_dir, port)
 
 
 def tiny_experiment(name: str, **sections) -> dict:
