@@ -117,6 +117,11 @@ class ModelConfig(Strict):
     stage1_input: Literal["context", "feats"] = Field(
         default="context", description="IDR stage 1 reads the coarse context or F (official force_stage1_use_oripr)"
     )
+    idr_relations: Literal["deletion", "uniform", "none"] = Field(
+        default="deletion",
+        description="IDR relation context: learned by deletion (the paper), or the controls uniform "
+        "(all present classes weigh the same) / none (zero context); same parameters",
+    )
     dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
     drop_path_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="backbone stochastic depth")
     relation_momentum: float = Field(default=0.1, gt=0.0, le=1.0)

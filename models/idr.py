@@ -70,6 +70,26 @@ def relation_context(
     return ctx * present.unsqueeze(-1).to(ctx.dtype)
 
 
+RELATION_MODES = ("deletion", "uniform", "none")
+
+
+def relations_for_mode(
+    relations: torch.Tensor, present: torch.Tensor, mode: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (relations, present) that :func:`relation_context` reads under a control mode.
+
+    deletion: unchanged (the paper's method); uniform: every present class weighs the same
+    (a constant positive matrix); none: no class is present, so the relation context is zero.
+    """
+    if mode == "deletion":
+        return relations, present
+    if mode == "uniform":
+        return torch.ones_like(relations), present
+    if mode == "none":
+        return relations, torch.zeros_like(present)
+    raise ValueError(f"unknown relation mode {mode!r}; allowed: {', '.join(RELATION_MODES)}")
+
+
 def scatter_to_pixels(ctx: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Each pixel takes the context of its argmax class: [B,K,C] -> [B,C,H,W]."""
     b, k, c = ctx.shape

@@ -18,7 +18,7 @@ from models.context import aspp_dilations
 from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.heads.fcn import FCNHead, FCNWiring
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
-from models.plugins.idr_head import IDRHead
+from models.plugins.idr_head import IDRCore, IDRHead
 from models.layers import AuxiliaryHead
 from models.heads.pspnet import PSPHead, PSPNetWiring
 from models.segmentor import Segmentor
@@ -113,7 +113,7 @@ def resolve_weights(framework: str, backbone: str, pretrained: str | None):
 def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int = 255) -> Segmentor:
     """The model of one cell. `cfg` is a `harness.config.ModelConfig`."""
     if framework in STANDALONE:
-        return STANDALONE[framework].build(idr, num_classes, cfg, ignore_index)
+        return with_relation_mode(STANDALONE[framework].build(idr, num_classes, cfg, ignore_index), cfg)
     if framework not in FRAMEWORKS:
         raise KeyError(f"unknown framework {framework!r}; allowed: {', '.join(all_framework_names())}")
     spec = FRAMEWORKS[framework]
@@ -135,4 +135,13 @@ def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_ind
     else:
         head = spec.head(chans, num_classes, cfg)
     aux = AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
-    return Segmentor(backbone, head, aux, cfg.loss_weights, ignore_index)
+    return with_relation_mode(Segmentor(backbone, head, aux, cfg.loss_weights, ignore_index), cfg)
+
+
+def with_relation_mode(model: nn.Module, cfg) -> nn.Module:
+    """Every IDR module of `model` takes `cfg.idr_relations` (deletion, or a control)."""
+    mode = getattr(cfg, "idr_relations", "deletion")
+    for module in model.modules():
+        if isinstance(module, IDRCore):
+            module.relation_mode = mode
+    return model

@@ -193,3 +193,43 @@ def test_reusing_the_stage2_loss_is_bitwise_identical_in_float32(monkeypatch):
     assert not torch.equal(mean, before["relations_mean"])
     assert torch.equal(model.head.relations_mean, mean)
     assert torch.equal(model.head.relations_var, var)
+
+
+def test_relation_modes_map_the_relation_context_as_documented():
+    g = torch.Generator().manual_seed(3)
+    reps = torch.randn(2, K, 5, generator=g)
+    present = torch.rand(2, K, generator=g) > 0.3
+    relations = torch.randn(K, K, generator=g)
+    learned = idr.relation_context(reps, *reversed(idr.relations_for_mode(relations, present, "deletion")), True)
+    assert torch.equal(learned, idr.relation_context(reps, present, relations, True))
+    uniform_r, uniform_p = idr.relations_for_mode(relations, present, "uniform")
+    uniform = idr.relation_context(reps, uniform_p, uniform_r, True)
+    mean_of_present = (reps * present.unsqueeze(-1)).sum(1) / present.sum(1, keepdim=True)
+    expected = mean_of_present.unsqueeze(1).expand(-1, K, -1) * present.unsqueeze(-1)
+    assert torch.allclose(uniform, expected, atol=1e-6)
+    none_r, none_p = idr.relations_for_mode(relations, present, "none")
+    assert torch.equal(idr.relation_context(reps, none_p, none_r, True), torch.zeros_like(reps))
+    with pytest.raises(ValueError, match="unknown relation mode 'random'"):
+        idr.relations_for_mode(relations, present, "random")
+
+
+@pytest.mark.parametrize("mode", ["uniform", "none"])
+def test_relation_controls_keep_the_parameters_and_change_the_prediction(mode):
+    torch.manual_seed(0)
+    learned = build_segmentor("fcn", True, K, tiny_cfg())
+    control = build_segmentor("fcn", True, K, tiny_cfg(idr_relations=mode))
+    control.load_state_dict(learned.state_dict())
+    assert control.head.relation_mode == mode and learned.head.relation_mode == "deletion"
+    assert sum(p.numel() for p in control.parameters()) == sum(p.numel() for p in learned.parameters())
+    relations = torch.randn(K, K)
+    for head in (learned.head, control.head):
+        head.relations_mean.copy_(relations)
+        head.eval()
+    g = torch.Generator().manual_seed(1)
+    feats = torch.randn(2, 16, 8, 8, generator=g)
+    stage1 = torch.randn(2, K, 8, 8, generator=g)
+    with torch.no_grad():
+        feats_plus, reps, present = learned.head.enhance(feats, stage1)
+        assert present.sum(1).min() > 1
+        outputs = [head.id_context(feats_plus, reps, present, stage1) for head in (learned.head, control.head)]
+    assert not torch.allclose(*outputs)

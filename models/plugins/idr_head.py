@@ -25,6 +25,7 @@ from models.idr import (
     exclude_classes,
     group_by_class,
     relation_context,
+    relations_for_mode,
     scatter_to_pixels,
     update_relations,
 )
@@ -115,7 +116,10 @@ class IDRCore:
     predictions) and 9. The module using it must set `refiner` (a :class:`SelfAttentionBlock`
     from 6C to C channels), `relation_momentum`, `reps_momentum` and `ignore_index`.
     :class:`IDRHead` is one user; :class:`models.heads.mask2former.Mask2FormerIDR` is another.
+    `relation_mode` (`model.idr_relations`): "deletion", or the controls "uniform" / "none".
     """
+
+    relation_mode: str = "deletion"
 
     def register_idr_buffers(self, num_classes: int, channels: int) -> None:
         k, c = num_classes, channels
@@ -141,8 +145,10 @@ class IDRCore:
         self, feats_plus: torch.Tensor, reps: torch.Tensor, present: torch.Tensor, stage1: torch.Tensor
     ) -> torch.Tensor:
         """Steps 4-6: relation-guided interaction, back to pixels, self-attention refinement."""
-        ctx_mean = scatter_to_pixels(relation_context(reps, present, self.relations_mean, True), stage1)
-        ctx_var = scatter_to_pixels(relation_context(reps, present, self.relations_var, False), stage1)
+        mean, present_mean = relations_for_mode(self.relations_mean, present, self.relation_mode)
+        var, present_var = relations_for_mode(self.relations_var, present, self.relation_mode)
+        ctx_mean = scatter_to_pixels(relation_context(reps, present_mean, mean, True), stage1)
+        ctx_var = scatter_to_pixels(relation_context(reps, present_var, var, False), stage1)
         joint = torch.cat([feats_plus, ctx_mean, ctx_var], dim=1)
         return self.refiner(joint, joint)
 
