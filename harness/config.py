@@ -172,6 +172,12 @@ class TrainConfig(Strict):
     amp: Literal["off", "bf16", "fp16"] = Field(default="off", description="mixed precision (fp16 needs GPUs)")
     clip_grad_norm: float | None = Field(default=None, gt=0.0, description="clip the global gradient norm")
     checkpoint_interval: int = Field(default=0, ge=0, description="iterations between checkpoints; 0 = none")
+    eval_interval: int | None = Field(
+        default=0, ge=0, description="iterations between learning-curve evaluations; 0 or None = none"
+    )
+    eval_subset: int | None = Field(
+        default=None, gt=0, description="learning-curve evaluations use the first this many evaluation images; None = all"
+    )
     max_failures: int = Field(
         default=0, ge=0, description="worker or node failures retried from the last checkpoint (never divergence or bad data)"
     )

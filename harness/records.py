@@ -86,8 +86,19 @@ def build_record(cell: Cell, payload: dict, wall_time_s: float) -> dict:
         "model_file": FINAL_MODEL,
         "world_size": payload["world_size"],
         "device": payload["device"],
+        **study_measures(metrics, payload),
         **build_environment(),
     }
+
+
+def study_measures(metrics: dict, payload: dict) -> dict:
+    """Context flip rate, learning curve and relation recovery, where the cell measured them."""
+    found = {
+        "context_flip": metrics.get("context_flip"),
+        "learning_curve": payload.get("learning_curve"),
+        "relation_recovery": payload.get("relation_recovery"),
+    }
+    return {key: value for key, value in found.items() if value is not None}
 
 
 def build_environment() -> dict:

@@ -65,6 +65,9 @@ def evaluation_scalars(metrics: dict[str, Any]) -> dict[str, float]:
     scalars = {f"val/{key}": float(metrics[key]) for key in ("mIoU", "mAcc", "aAcc") if key in metrics}
     for name, value in metrics.get("per_class_iou", {}).items():
         scalars[f"val_iou/{name}"] = float(value)
+    flip = (metrics.get("context_flip") or {}).get("flip_rate")
+    if flip is not None:
+        scalars["val/context_flip_rate"] = float(flip)
     return scalars
 
 

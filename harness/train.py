@@ -19,7 +19,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
 
@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from harness import context_probe
 from harness.config import Cell
 from harness.data import DataError, SegmentationDataset, build_dataset
 from harness.evaluate import evaluate, protocol_kwargs
@@ -211,7 +212,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(
-    directory: Path, model: nn.Module, optimizer, scaler, iteration: int, rank: int, world_size: int = 1
+    directory: Path, model: nn.Module, optimizer, scaler, iteration: int, rank: int, world_size: int = 1,
+    curve: list[dict] | None = None,
 ) -> None:
     """This rank's part of a checkpoint, then its manifest (file sizes: see `checkpoint_complete`)."""
     files = [f"rng_rank{rank}.pt"]
@@ -221,12 +223,18 @@ def save_checkpoint(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict(),
+            "curve": curve or [],
         }
         torch.save(state, directory / MODEL_FILE)
         files.append(MODEL_FILE)
     torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
     manifest = {"world_size": world_size, "files": {name: (directory / name).stat().st_size for name in files}}
     (directory / manifest_name(rank)).write_text(json.dumps(manifest))
+
+
+def checkpoint_curve(directory: Path) -> list[dict]:
+    """The learning-curve points a checkpoint carries (none in checkpoints from before curves)."""
+    return list(torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True).get("curve", []))
 
 
 def load_checkpoint(directory: Path, model: nn.Module, optimizer, scaler, rank: int, log) -> int:
@@ -316,6 +324,7 @@ class CellRun:
     num_params: int
     complexity: dict
     start_iteration: int = 0
+    curve: list[dict] = field(default_factory=list)  # learning-curve points (train.eval_interval)
 
     def log(self, line: str) -> None:
         if self.rank == 0:
@@ -369,6 +378,7 @@ def restore(run: CellRun) -> None:
     resume_from = run.reporter.restore()
     if resume_from is not None:
         run.start_iteration = load_checkpoint(resume_from, run.net, run.optimizer, run.scaler, run.rank, run.log)
+        run.curve = [p for p in checkpoint_curve(resume_from) if p["iteration"] <= run.start_iteration]
         run.log(f"resumed from {resume_from} at iteration {run.start_iteration}")
 
 
@@ -436,7 +446,7 @@ def report_progress(run: CellRun, step: int, lr: float, sums: dict[str, float], 
 def save_progress(run: CellRun, step: int) -> None:
     """A checkpoint of every rank, handed to the reporter (Ray Train moves it to storage)."""
     with temporary_directory("idrbench-ckpt-") as tmp:
-        save_checkpoint(tmp, run.net, run.optimizer, run.scaler, step, run.rank, run.world_size)
+        save_checkpoint(tmp, run.net, run.optimizer, run.scaler, step, run.rank, run.world_size, run.curve)
         run.reporter.save(tmp, step)
     run.log(f"checkpoint at iteration {step}")
 
@@ -463,11 +473,89 @@ def train_loop(run: CellRun, stop_after: int | None = None) -> float | None:
         if step % train_cfg.log_interval == 0 or step == total:
             report_progress(run, step, lr, sums, steps, time.perf_counter() - start)
             sums, steps = {}, 0
+        if train_cfg.eval_interval and step % train_cfg.eval_interval == 0:
+            evaluate_curve_point(run, step)
         if train_cfg.checkpoint_interval and step % train_cfg.checkpoint_interval == 0 and step < total:
             save_progress(run, step)
         if stop_after is not None and step >= stop_after:
             return None
     return time.perf_counter() - start
+
+
+def idr_relations(net: nn.Module) -> torch.Tensor | None:
+    """The learned mean relation matrix of the model's IDR module, if it has one."""
+    for module in net.modules():
+        if hasattr(module, "relations_mean") and hasattr(module, "pick_counts"):
+            return module.relations_mean
+    return None
+
+
+def is_context_scenes(cell: Cell) -> bool:
+    return cell.dataset == context_probe.scenes.NAME
+
+
+def context_flip(run: CellRun, dataset: SegmentationDataset) -> dict:
+    """Flip rate and swapped-image mIoU of `dataset` (context scenes) under the cell's protocol."""
+    cell = run.cell
+    swapped = context_probe.SwappedScenes(dataset, cell.data_options, cell.eval.split)
+    return context_probe.evaluate_context_flip(run.net, dataset, swapped, run.device, cell.eval.batch_size,
+                                               run.rank, run.world_size, **protocol_kwargs(cell.eval))
+
+
+def relation_recovery(run: CellRun) -> dict | None:
+    """Ranks of the true context classes in the learned relations (IDR cells on context scenes)."""
+    relations = idr_relations(run.net)
+    if relations is None or not is_context_scenes(run.cell):
+        return None
+    return context_probe.relation_recovery(relations, run.train_set.card.class_names)
+
+
+def curve_scalars(point: dict) -> dict[str, float]:
+    """The TensorBoard scalars of one learning-curve point."""
+    scalars = {"curve/mIoU": point["mIoU"]}
+    scalars.update({f"curve_iou/{name}": value for name, value in point["focus_iou"].items()})
+    if point.get("flip_rate") is not None:
+        scalars["curve/context_flip_rate"] = point["flip_rate"]
+    recovery = point.get("relation_recovery")
+    if recovery is not None:
+        scalars["relations/mean_reciprocal_rank"] = recovery["mean_reciprocal_rank"]
+        scalars.update({f"relations/rank_{name}": float(rank) for name, rank in recovery["ranks"].items()})
+    return scalars
+
+
+def evaluate_curve_point(run: CellRun, step: int) -> None:
+    """One learning-curve point on the fixed curve subset (all ranks take part); training's random
+    streams are left as they were, so a cell trains the same with or without curves."""
+    cell = run.cell
+    subset = context_probe.first_images(run.val_set, cell.train.eval_subset)
+    devices = [run.device] if run.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        metrics = evaluate(run.net, subset, run.device, cell.eval.batch_size, run.rank, run.world_size,
+                           cell.train.loader_workers, **protocol_kwargs(cell.eval))
+        flip = context_flip(run, subset) if is_context_scenes(cell) else None
+    run.model.train()
+    focus = run.train_set.card.focus_classes
+    point = {
+        "iteration": step,
+        "mIoU": metrics["mIoU"],
+        "focus_iou": {name: metrics["per_class_iou"][name] for name in focus},
+        "flip_rate": flip["flip_rate"] if flip else None,
+        "relation_recovery": relation_recovery(run),
+    }
+    run.curve.append(point)
+    run.log(f"curve at iteration {step}: mIoU {point['mIoU']:.2f} on {len(subset)} {cell.eval.split} images")
+    if run.rank == 0:
+        run.reporter.scalars(cell.cell_id, step, curve_scalars(point))
+
+
+def learning_curve(run: CellRun) -> dict | None:
+    """The record's curve: which images it was measured on, and its points."""
+    cell = run.cell
+    if not cell.train.eval_interval:
+        return None
+    images = len(context_probe.first_images(run.val_set, cell.train.eval_subset))
+    subset = f"first {images} of {cell.eval.split}" if images < len(run.val_set) else f"all of {cell.eval.split}"
+    return {"eval_interval": cell.train.eval_interval, "images": subset, "num_images": images, "points": run.curve}
 
 
 def evaluate_run(run: CellRun) -> tuple[dict, float]:
@@ -482,7 +570,14 @@ def evaluate_run(run: CellRun) -> tuple[dict, float]:
     metrics = evaluate(run.net, run.val_set, run.device, cell.eval.batch_size, run.rank, run.world_size,
                        cell.train.loader_workers, on_eval_batch, **protocol_kwargs(cell.eval))
     run.log(f"eval on {cell.eval.split}: mIoU {metrics['mIoU']:.2f} mAcc {metrics['mAcc']:.2f} aAcc {metrics['aAcc']:.2f}")
+    if is_context_scenes(cell):
+        metrics["context_flip"] = context_flip(run, run.val_set)
+        run.log(f"context flip rate on {cell.eval.split}: {_percent(metrics['context_flip']['flip_rate'])}")
     return metrics, time.perf_counter() - start
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}%"
 
 
 def final_model_bytes(net: nn.Module, iteration: int) -> bytes:
@@ -511,6 +606,8 @@ def payload(run: CellRun, metrics: dict, train_time: float, eval_time: float) ->
         "world_size": run.world_size,
         "device": str(run.device),
         "torch_threads": run.threads,
+        "learning_curve": learning_curve(run),
+        "relation_recovery": relation_recovery(run),
         "final_model": final_model_bytes(run.net, run.cell.train.iterations),
     }
 

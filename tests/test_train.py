@@ -1,4 +1,6 @@
 """The per-cell training loop in a plain process (no Ray): schedule, determinism, errors."""
+import json
+
 import pytest
 
 from harness.config import load_experiment
@@ -101,3 +103,34 @@ def test_the_payload_reaches_the_hub_without_torch(write_experiment):
     assert out.stdout.strip() == b"False"
     final = torch.load(io.BytesIO(payload["final_model"]), weights_only=True)
     assert final["iteration"] == 1 and "head.relations_mean" in final["model"]
+
+
+def test_learning_curve_is_recorded_and_leaves_training_unchanged(write_experiment):
+    train = {"iterations": 4, "batch_size": 4}
+    plain = _cells(write_experiment, grid={"idr": [True]}, train=train)[0]
+    curved = plain.model_copy(update={"train": plain.train.model_copy(update={"eval_interval": 2, "eval_subset": 2})})
+    without = run_cell(plain, PrintReporter(quiet=True))
+    with_curve = run_cell(curved, PrintReporter(quiet=True))
+    assert with_curve["metrics"]["per_class_iou"] == without["metrics"]["per_class_iou"]
+    assert without["learning_curve"] is None
+    curve = with_curve["learning_curve"]
+    assert curve["num_images"] == 2 and curve["images"] == "first 2 of val"
+    assert [p["iteration"] for p in curve["points"]] == [2, 4]
+    point = curve["points"][-1]
+    assert set(point["focus_iou"]) == {"boat", "car", "sheep", "goat"}
+    assert set(point["relation_recovery"]["ranks"]) == {"boat", "car", "sheep", "goat"}
+    flip = with_curve["metrics"]["context_flip"]
+    assert flip["num_images"] == 4 and flip["pixels"] > 0 and 0.0 <= flip["flip_rate"] <= 100.0
+    assert with_curve["relation_recovery"]["candidates"] == 9
+
+
+def test_the_learning_curve_survives_a_resume(write_experiment, tmp_path):
+    train = {"iterations": 4, "batch_size": 4, "checkpoint_interval": 2, "eval_interval": 1, "eval_subset": 1}
+    cell = _cells(write_experiment, grid={"idr": [False]}, train=train)[0]
+    uninterrupted = run_cell(cell, PrintReporter(quiet=True))
+    root = tmp_path / "ckpt"
+    assert run_cell(cell, PrintReporter(root, quiet=True), stop_after=3) is None
+    resumed = run_cell(cell, PrintReporter(root, quiet=True))
+    assert json.dumps(resumed["learning_curve"]) == json.dumps(uninterrupted["learning_curve"])  # NaN-safe
+    assert [p["iteration"] for p in resumed["learning_curve"]["points"]] == [1, 2, 3, 4]
+    assert resumed["relation_recovery"] is None

@@ -20,6 +20,8 @@ IGNORED_KEYS = (
     "train.loader_workers",
     "train.torch_threads",
     "train.checkpoint_interval",
+    "train.eval_interval",  # learning-curve evaluations leave training's random streams alone
+    "train.eval_subset",
     "train.max_failures",
     "eval.batch_size",
 )
