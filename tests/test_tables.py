@@ -425,3 +425,30 @@ def test_brief_output_is_the_main_table_and_where_the_rest_went(results):
     assert names == ["complexity", "focus_classes", "frameworks", "frameworks_overview", "quickstart", "sota"]
     assert f"paper-layout tables ({', '.join(names)}): {results / 'tables'}/<name>.md, .tex, .csv" in brief
     assert "Swin" not in brief and "GFLOPs" not in brief  # the sota and complexity tables stay in their files
+
+
+def test_controls_pair_with_the_same_baselines_and_flip_rates_get_columns(results):
+    from harness.tables import group_runs, main_rows, setting_labels
+
+    for seed in (0, 1):
+        flip = {"context_flip": {"flip_rate": 10.0 + seed}}
+        make_record(results, "fcn", "ade20k", idr=False, seed=seed, miou=40.0 + seed, extra=flip)
+        make_record(results, "fcn", "ade20k", idr=True, seed=seed, miou=45.0 + seed,
+                    extra={"context_flip": {"flip_rate": 80.0 + seed}, "relation_recovery": {"mean_reciprocal_rank": 1.0}})
+        make_record(results, "fcn", "ade20k", idr=True, seed=seed, miou=41.0 + seed, suffix="_uniform",
+                    model={"idr_relations": "uniform"})
+        # a baseline swept over a key it does not read is the same model: counted once per seed
+        make_record(results, "fcn", "ade20k", idr=False, seed=seed, miou=40.0 + seed, suffix="_before",
+                    model={"coarse_refine": "before"}, extra=flip)
+    rows = main_rows(find_records(results))
+    assert len(rows) == 2
+    by_setting = {r["+IDR mIoU"]: r for r in rows}
+    deletion, uniform = by_setting["45.50 ± 0.71 (n=2)"], by_setting["41.50 ± 0.71 (n=2)"]
+    for r in (deletion, uniform):
+        assert r["baseline mIoU"] == "40.50 ± 0.71 (n=2)"
+    assert deletion["+IDR flip %"] == "80.50 ± 0.71 (n=2)" and deletion["baseline flip %"] == "10.50 ± 0.71 (n=2)"
+    assert deletion["+IDR relation MRR"] == "1.00 ± 0.00 (n=2)"
+    assert uniform["+IDR flip %"] == "—"
+    assert {deletion["setting"], uniform["setting"]} == {"S1", "S2"}
+    md_notes = " ".join(setting_labels(group_runs(find_records(results)))[1])
+    assert "model.idr_relations=uniform" in md_notes

@@ -9,17 +9,46 @@ from collections import defaultdict
 
 from harness import reference as ref
 from harness.tables.layout import Block, Table, markdown_table
-from harness.tables.settings import diff_keys, record_values, setting_key
+from harness.tables.settings import IDR_ONLY_KEYS, diff_keys, record_values, setting_key
 from harness.tables.stats import fmt_gain, fmt_stats, metric_values, paired
 
 
 def group_runs(records: list[dict]) -> dict[tuple[str, str, str, str], dict[bool, list[dict]]]:
-    """(framework, dataset, backbone, setting) -> {idr: records}; settings never mixed."""
+    """(framework, dataset, backbone, setting) -> {idr: records}; settings never mixed.
+
+    A +IDR group's setting is its records' own; the baselines that differ from it only in keys
+    no baseline reads (`IDR_ONLY_KEYS`) are its baselines, so a control or a wiring sweep is
+    compared with the same baselines as the default. A baseline no +IDR group takes has its own.
+    """
     groups: dict[tuple[str, str, str, str], dict[bool, list[dict]]] = defaultdict(lambda: {False: [], True: []})
+    baselines: dict[tuple[str, str, str, str], list[dict]] = defaultdict(list)
+
+    def shared_key(rec: dict) -> tuple[str, str, str, str]:
+        return _row(rec) + (setting_key(record_values(rec), lambda k: k not in IDR_ONLY_KEYS),)
+
     for rec in records:
-        key = (rec["framework"], rec["dataset"], rec["backbone"], setting_key(record_values(rec)))
-        groups[key][bool(rec["idr"])].append(rec)
+        if rec["idr"]:
+            groups[_row(rec) + (setting_key(record_values(rec)),)][True].append(rec)
+        else:
+            baselines[shared_key(rec)].append(rec)
+    taken = set()
+    for key, runs in list(groups.items()):
+        shared = shared_key(runs[True][0])
+        runs[False] = _one_per_seed(baselines.get(shared, []))
+        taken.add(shared)
+    for shared, recs in baselines.items():
+        if shared not in taken:
+            groups[_row(recs[0]) + (setting_key(record_values(recs[0])),)][False].extend(recs)
     return dict(sorted(groups.items()))
+
+
+def _one_per_seed(records: list[dict]) -> list[dict]:
+    """Baselines equal but for keys they do not read are the same model: each seed once."""
+    return list({rec.get("seed"): rec for rec in reversed(records)}.values())[::-1]
+
+
+def _row(rec: dict) -> tuple[str, str, str]:
+    return rec["framework"], rec["dataset"], rec["backbone"]
 
 
 def setting_labels(groups: dict[tuple, dict[bool, list[dict]]]) -> tuple[dict[tuple, str], list[str]]:
@@ -41,9 +70,22 @@ def setting_labels(groups: dict[tuple, dict[bool, list[dict]]]) -> tuple[dict[tu
     return labels, notes
 
 
+def flip_rate(record: dict) -> float | None:
+    """The record's context flip rate (%), where it was measured (context scenes)."""
+    value = (record.get("context_flip") or {}).get("flip_rate")
+    return None if value is None else float(value)
+
+
+def relation_mrr(record: dict) -> float | None:
+    """Mean reciprocal rank of the true context classes in the learned relations (IDR, context scenes)."""
+    value = (record.get("relation_recovery") or {}).get("mean_reciprocal_rank")
+    return None if value is None else float(value)
+
+
 def main_rows(records: list[dict]) -> list[dict[str, str]]:
     groups = group_runs(records)
     labels, _ = setting_labels(groups)
+    with_flip = any(flip_rate(rec) is not None for rec in records)
     rows = []
     for key, runs in groups.items():
         framework, dataset, backbone, _setting = key
@@ -56,6 +98,10 @@ def main_rows(records: list[dict]) -> list[dict[str, str]]:
             "+IDR mIoU": fmt_stats(idr),
             "delta": fmt_gain(base, idr, paired(runs[False], runs[True])),
         }
+        if with_flip:
+            row["baseline flip %"] = fmt_stats(metric_values(runs[False], flip_rate))
+            row["+IDR flip %"] = fmt_stats(metric_values(runs[True], flip_rate))
+            row["+IDR relation MRR"] = fmt_stats(metric_values(runs[True], relation_mrr))
         if labels:
             row["setting"] = labels.get(key, "")
         rows.append(row)

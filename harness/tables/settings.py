@@ -28,6 +28,18 @@ IGNORED_KEYS = (
 
 IGNORED_PREFIXES = ("scaling.",)
 
+# keys only an IDR model reads: a baseline's values of them do not change it, so one baseline
+# pairs with every +IDR setting that differs from it in these keys alone (controls, wiring sweeps)
+IDR_ONLY_KEYS = (
+    "model.idr_relations",
+    "model.coarse_refine",
+    "model.stage1_input",
+    "model.refine_channels",
+    "model.upernet_context",
+    "model.relation_momentum",
+    "model.dataset_reps_momentum",
+)
+
 # keys that only depend on the dataset (a row of the frameworks table spans datasets)
 DATASET_KEYS_PREFIXES = ("data_options.", "crop_size")
 
