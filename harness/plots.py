@@ -8,6 +8,12 @@ Writes PNG and SVG into `results/<experiment>/plots/` (matplotlib, Agg backend):
   paired by seed when there are two or more seeds; the paper's gain as a black cross);
 * `per_class_<cell>`: the change of each class's IoU with IDR, sorted (class names are the
   records' `per_class_iou` keys);
+* `curves_<framework>_<dataset>_<backbone>`: learning curves (records' `learning_curve`, from
+  `train.eval_interval`): mIoU and each focus class's IoU against iterations, baseline and
+  every +IDR setting of a framework on one axis, the mean over seeds as a line and their
+  range as a band;
+* `relation_recovery_<name>`: on context scenes, the learned `relations_mean` beside the
+  generator's true dependencies (R[context, object]), with each true context class's rank;
 * `relations_<name>`: the learned relation matrices (`head.relations_mean`,
   `head.relations_var`) of a checkpoint (`model.pt` as harness/train.py saves it) as heatmaps
   with class names. Checkpoints are the `--checkpoint` files plus the `model.pt` of every +IDR cell.
@@ -22,13 +28,15 @@ import math
 import re
 import statistics
 import sys
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 from harness import reference as ref  # noqa: E402
 from harness.cli import Parser, parse_or_exit  # noqa: E402
@@ -215,6 +223,73 @@ def plot_per_class(records: list[dict], out_dir: Path) -> list[Path]:
     return paths
 
 
+# ------------------------------------------------------------------------ learning curves
+
+
+def curve_series(records: list[dict], metric: Callable[[dict], float | None]) -> tuple[list[int], list[list[float]]]:
+    """Iterations every record's curve has, and per iteration the records' values (NaN where missing)."""
+    curves = [{p["iteration"]: p for p in (r.get("learning_curve") or {}).get("points", [])} for r in records]
+    shared = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+    values = []
+    for it in shared:
+        row = [metric(c[it]) for c in curves]
+        values.append([math.nan if v is None else float(v) for v in row])
+    return shared, values
+
+
+def _curve_variants(records: list[dict]) -> dict[tuple[str, str, str], list[tuple[str, list[dict]]]]:
+    """(framework, dataset, backbone) -> [(label, records)]: the baseline once, each +IDR setting."""
+    out: dict[tuple[str, str, str], list[tuple[str, list[dict]]]] = {}
+    seen_baselines: set[str] = set()
+    for framework, dataset, backbone, label, runs in _groups(records):
+        variants = out.setdefault((framework, dataset, backbone), [])
+        base = [r for r in runs[False] if r.get("learning_curve") and r.get("cell_id") not in seen_baselines]
+        if base:
+            seen_baselines.update(r.get("cell_id") for r in base)
+            variants.insert(0, ("baseline", base))
+        idr = [r for r in runs[True] if r.get("learning_curve")]
+        if idr:
+            variants.append((f"+IDR {label}".strip(), idr))
+    return {key: value for key, value in out.items() if value}
+
+
+def _band(ax, iterations: list[int], values: list[list[float]], label: str, colour) -> None:
+    """Mean over seeds as a line, their range as a band (an iteration where all are NaN is a gap)."""
+    data = np.array(values, dtype=float)
+    if data.size == 0 or np.isnan(data).all():
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN iterations
+        mean, low, high = np.nanmean(data, 1), np.nanmin(data, 1), np.nanmax(data, 1)
+    ax.plot(iterations, mean, color=colour, label=f"{label} (n={data.shape[1]})")
+    if data.shape[1] > 1:
+        ax.fill_between(iterations, low, high, color=colour, alpha=0.2, linewidth=0)
+
+
+def plot_learning_curves(records: list[dict], out_dir: Path) -> list[Path]:
+    paths = []
+    for (framework, dataset, backbone), variants in _curve_variants(records).items():
+        focus = list(variants[0][1][0].get("focus_classes") or [])
+        panels = [("mIoU", lambda p: p.get("mIoU"))] + [
+            (f"IoU {name}", lambda p, name=name: (p.get("focus_iou") or {}).get(name)) for name in focus
+        ]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+        for ax, (title, metric) in zip(axes[0], panels):
+            for k, (label, runs) in enumerate(variants):
+                iterations, values = curve_series(runs, metric)
+                _band(ax, iterations, values, label, COLOURS[k % len(COLOURS)])
+            ax.set_title(title)
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("%")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(fontsize=7)
+        images = variants[0][1][0]["learning_curve"].get("images", "")
+        fig.suptitle(f"Learning curves: {_name(framework, backbone, '')} on {ref.label('dataset', dataset)} "
+                     f"({images}; line: mean over seeds, band: their range)")
+        paths += _save(fig, out_dir, _safe(f"curves_{framework}_{dataset}_{backbone}"))
+    return paths
+
+
 # ---------------------------------------------------------------------- relation matrices
 
 
@@ -283,6 +358,32 @@ def plot_relations(checkpoint: Path, out_dir: Path, records: list[dict], name: s
     return _save(fig, out_dir, _safe(f"relations_{label}"))
 
 
+def plot_relations_vs_truth(checkpoint: Path, out_dir: Path, records: list[dict], dataset: str | None = None) -> list[Path]:
+    """Context scenes: the learned mean relations beside the generator's true dependencies."""
+    from harness import context_probe
+
+    relations = load_relations(checkpoint)["relations_mean"]
+    names = class_names_for(checkpoint, records, relations.shape[0], dataset)
+    if sorted(names) != sorted(context_probe.scenes.CLASS_NAMES):
+        return []
+    recovery = context_probe.relation_recovery(relations, names)
+    truth = context_probe.true_relations(names)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.8), layout="constrained")
+    for ax, matrix, title in ((axes[0], relations, "learned R (mean)"), (axes[1], truth, "true dependencies")):
+        image = ax.imshow(matrix.numpy(), cmap="viridis", interpolation="nearest")
+        ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_title(title)
+        ax.set_xlabel("class whose loss rises (column)")
+        ax.set_ylabel("deleted class (row)")
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    ranks = ", ".join(f"{obj}: {rank}" for obj, rank in recovery["ranks"].items())
+    label = _checkpoint_name(checkpoint)
+    fig.suptitle(f"{label}: rank of the true context class in each column (of {recovery['candidates']}): {ranks}; "
+                 f"MRR {recovery['mean_reciprocal_rank']:.2f}", fontsize=9)
+    return _save(fig, out_dir, _safe(f"relation_recovery_{label}"))
+
+
 def _checkpoint_name(path: Path) -> str:
     parent = path.resolve().parent
     return parent.name if path.name == "model.pt" else path.stem
@@ -309,6 +410,7 @@ def plot_all(results_dir: Path, checkpoints: list[Path] | None = None, dataset: 
         log("no record with both mIoU and GFLOPs: miou_vs_gflops skipped")
     paths += plot_gains(records, out_dir, index)
     paths += plot_per_class(records, out_dir)
+    paths += plot_learning_curves(records, out_dir)
     seen = set()
     for checkpoint in list(checkpoints or []) + find_checkpoints(results_dir, records):
         checkpoint = Path(checkpoint)
@@ -317,6 +419,7 @@ def plot_all(results_dir: Path, checkpoints: list[Path] | None = None, dataset: 
         seen.add(checkpoint.resolve())
         try:
             paths += plot_relations(checkpoint, out_dir, records, dataset=dataset)
+            paths += plot_relations_vs_truth(checkpoint, out_dir, records, dataset=dataset)
         except (KeyError, OSError, RuntimeError) as err:
             log(f"relations of {checkpoint} skipped: {err}")
     return paths

@@ -91,7 +91,8 @@ def _cells(results_dir: Path, records: list[dict]) -> str:
         summary = f"{cell}: mIoU {miou:.2f}" if isinstance(miou, (int, float)) else cell
         metrics = {k: rec.get(k) for k in ("metrics", "num_eval_images", "params", "complexity", "wall_time_s",
                                            "train_time_s", "eval_time_s", "iterations_per_s", "finished_at",
-                                           "evaluated_from", "eval_device") if k in rec}
+                                           "evaluated_from", "eval_device", "context_flip",
+                                           "relation_recovery") if k in rec}
         trained_as = rec.get("evaluated_from") or cell  # a re-evaluated cell's log is its training cell's
         log_title = "train.log" if trained_as == cell else f"train.log of {trained_as}"
         parts.append(

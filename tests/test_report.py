@@ -24,6 +24,18 @@ def _per_class(offset: float) -> dict[str, float]:
     return {name: 30.0 + 5 * i + offset for i, name in enumerate(CLASSES)}
 
 
+def _study_measures(idr: bool, offset: float) -> dict:
+    """A learning curve and a flip rate as train.py records them (relation recovery for +IDR)."""
+    points = [{"iteration": it, "mIoU": 40.0 + it / 10 + offset, "focus_iou": {"boat": 20.0 + it / 10, "car": None},
+               "flip_rate": 5.0 * it / 100, "relation_recovery": None} for it in (100, 200, 300)]
+    measures = {"learning_curve": {"eval_interval": 100, "images": "first 16 of val", "num_images": 16, "points": points},
+                "context_flip": {"flip_rate": 30.0 + offset, "per_class": {}, "pixels": 1000}}
+    if idr:
+        measures["relation_recovery"] = {"ranks": {"boat": 1, "car": 2, "sheep": 1, "goat": 1},
+                                         "mean_reciprocal_rank": 0.875, "share_first": 75.0, "candidates": 9}
+    return measures
+
+
 @pytest.fixture
 def experiment(tmp_path) -> Path:
     results = tmp_path / "results" / "report_exp"
@@ -36,6 +48,7 @@ def experiment(tmp_path) -> Path:
                 train={"iterations": 300, "batch_size": 8},
                 complexity={"input_size": [64, 64], "gflops": 0.9 + 0.1 * idr},
                 log=f"iter 10/300 loss 1.0\n{HOSTILE}\neval on val: mIoU {miou:.2f}\n",
+                extra=_study_measures(idr, offset),
             )
     cell = results / "cells" / "fcn+idr_context_scenes_resnet18_s0"
     k = len(CLASSES)
@@ -58,11 +71,15 @@ def test_plots_cli(experiment, tmp_path, capsys):
     assert plots_main([str(experiment), "--checkpoint", str(outside)]) == 0
     plots = experiment / "plots"
     for stem in ("miou_vs_gflops", "gain", "per_class_fcn_context_scenes_resnet18",
-                 "relations_fcn+idr_context_scenes_resnet18_s0", "relations_elsewhere"):
+                 "relations_fcn+idr_context_scenes_resnet18_s0", "relations_elsewhere",
+                 "curves_fcn_context_scenes_resnet18", "relation_recovery_fcn+idr_context_scenes_resnet18_s0"):
         for ext in ("png", "svg"):
             assert (plots / f"{stem}.{ext}").stat().st_size > 1000, stem
     svg = (plots / "relations_elsewhere.svg").read_text()
     assert "sheep" in svg and "goat" in svg  # class names on the axes
+    # the test matrix grows down each column: every true context row (1-4) has larger rows below it
+    recovery = (plots / "relation_recovery_fcn+idr_context_scenes_resnet18_s0.svg").read_text()
+    assert "boat: 8, car: 7, sheep: 6, goat: 5" in recovery and "MRR 0.16" in recovery
     assert plots_main([str(experiment), "--checkpoint", str(tmp_path / "nope.pt")]) == 2
 
 
@@ -76,7 +93,10 @@ def test_report_page(experiment):
     assert "60.50 ± 0.71 (n=2)" in page and "69.00 ± 1.41 (n=2)" in page
     # plots embedded, nothing loaded from outside
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 6 and all(src.startswith("data:image/png;base64,") for src in images)
+    # flip rates and relation recovery beside mIoU
+    assert "+IDR flip %" in page and "30.00 ± 0.00 (n=2)" in page and "33.50 ± 0.71 (n=2)" in page
+    assert "0.88 ± 0.00 (n=2)" in page
     assert "http://" not in page and "https://" not in page
     # environment and per-cell sections, every text escaped
     assert "0123456789abcdef" in page and "2.4.0" in page
@@ -129,6 +149,6 @@ def test_report_renders_in_headless_chromium(experiment, tmp_path):
     assert match, dom[-2000:]
     widths = [int(w) for w in match.group(1).split(",") if w]
     heights = [int(h) for h in match.group(2).split(",") if h]
-    assert len(widths) == 4 and all(w > 0 for w in widths), widths  # every plot decoded
+    assert len(widths) == 6 and all(w > 0 for w in widths), widths  # every plot decoded
     assert len(heights) == 6 and all(h > 0 for h in heights), heights  # every table laid out
     assert '<td class="label">FCN †1</td>' in dom and "context_scenes" in dom
