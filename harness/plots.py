@@ -273,7 +273,7 @@ def plot_learning_curves(records: list[dict], out_dir: Path) -> list[Path]:
         panels = [("mIoU", lambda p: p.get("mIoU"))] + [
             (f"IoU {name}", lambda p, name=name: (p.get("focus_iou") or {}).get(name)) for name in focus
         ]
-        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.8), squeeze=False, layout="constrained")
         for ax, (title, metric) in zip(axes[0], panels):
             for k, (label, runs) in enumerate(variants):
                 iterations, values = curve_series(runs, metric)
@@ -368,9 +368,12 @@ def plot_relations_vs_truth(checkpoint: Path, out_dir: Path, records: list[dict]
         return []
     recovery = context_probe.relation_recovery(relations, names)
     truth = context_probe.true_relations(names)
+    off_diagonal = relations.clone().fill_diagonal_(float("nan")).numpy()  # the ranks leave the diagonal out
+    limit = float(np.nanmax(np.abs(off_diagonal))) or 1.0
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.8), layout="constrained")
-    for ax, matrix, title in ((axes[0], relations, "learned R (mean)"), (axes[1], truth, "true dependencies")):
-        image = ax.imshow(matrix.numpy(), cmap="viridis", interpolation="nearest")
+    for ax, matrix, title, cmap, vmin in ((axes[0], off_diagonal, "learned R (mean), diagonal left out", "RdBu_r", -limit),
+                                          (axes[1], truth.numpy(), "true dependencies", "Greys", 0.0)):
+        image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=limit if vmin < 0 else 1.0, interpolation="nearest")
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
         ax.set_yticks(range(len(names)), names, fontsize=8)
         ax.set_title(title)
