@@ -56,8 +56,28 @@ SWEEPABLE_SECTIONS = ("model", "train", "eval")
 CELL_SECTIONS = ("model", "train", "eval", "scaling")
 
 
+class Variant(Strict):
+    """Extra cells: for each cell of the grid that matches (a value or a list of allowed values
+    per key), one more cell with `set` applied, its set values named in its id like a sweep's
+    (e.g. the IDR controls on two frameworks only, or a wiring switch on one seed)."""
+
+    match: dict[Literal["framework", "dataset", "idr", "seed"], Any] = Field(default_factory=dict)
+    set: dict[str, Any] = Field(min_length=1)
+
+    @field_validator("set")
+    @classmethod
+    def _sweepable(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for path in v:
+            if path.split(".", 1)[0] not in SWEEPABLE_SECTIONS or "." not in path:
+                raise ValueError(f"cannot vary {path!r}; allowed: keys under {', '.join(SWEEPABLE_SECTIONS)}")
+        return v
+
+    def matches(self, keys: dict[str, Any]) -> bool:
+        return all(keys[k] in (v if isinstance(v, list) else [v]) for k, v in self.match.items())
+
+
 class Grid(Strict):
-    """The cells of an experiment: the cross product of these lists."""
+    """The cells of an experiment: the cross product of these lists, then any variants."""
 
     frameworks: list[str] = Field(min_length=1)
     datasets: list[str] = Field(min_length=1)
@@ -66,6 +86,7 @@ class Grid(Strict):
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict, description="swept hyper-parameters: key path (e.g. train.lr) -> values"
     )
+    variants: list[Variant] = Field(default_factory=list, description="extra cells for matching grid cells")
 
     @field_validator("sweep")
     @classmethod
@@ -317,7 +338,8 @@ def _cell_sections(exp: Experiment, keys: dict[str, Any], assignment: dict[str, 
         try:
             _set_path(raw, path, value)
         except KeyError:
-            raise KeyError(f"grid.sweep: {path!r}") from None
+            where = "grid.sweep" if path in exp.grid.sweep else "grid.variants"
+            raise KeyError(f"{where}: {path!r}") from None
     sections = {}
     for name in CELL_SECTIONS:
         try:
@@ -330,7 +352,8 @@ def _cell_sections(exp: Experiment, keys: dict[str, Any], assignment: dict[str, 
 
 
 def expand_cells(exp: Experiment) -> list[Cell]:
-    """The experiment's cells, in a stable order (framework, dataset, seed, sweep, baseline first)."""
+    """The experiment's cells, in a stable order (framework, dataset, seed, sweep, baseline first),
+    each followed by its variants (grid.variants, in file order)."""
     sweep_paths = list(exp.grid.sweep)
     assignments = [dict(zip(sweep_paths, values)) for values in itertools.product(*exp.grid.sweep.values())]
     cells = []
@@ -338,21 +361,31 @@ def expand_cells(exp: Experiment) -> list[Cell]:
         exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, assignments, exp.grid.idr
     ):
         keys = {"framework": framework, "dataset": dataset, "idr": idr, "seed": seed}
-        sections = _cell_sections(exp, keys, assignment)
-        cells.append(
-            Cell(
-                experiment=exp.name,
-                framework=framework,
-                dataset=dataset,
-                idr=idr,
-                seed=seed,
-                data_root=exp.data.root,
-                data_options=exp.data.options.get(dataset, {}),
-                sweep=assignment,
-                **sections,
+        variants = [{**assignment, **v.set} for v in exp.grid.variants if v.matches(keys)]
+        for values in [assignment, *variants]:
+            cells.append(
+                Cell(
+                    experiment=exp.name,
+                    framework=framework,
+                    dataset=dataset,
+                    idr=idr,
+                    seed=seed,
+                    data_root=exp.data.root,
+                    data_options=exp.data.options.get(dataset, {}),
+                    sweep=values,
+                    **_cell_sections(exp, keys, values),
+                )
             )
-        )
+    _check_unique_ids(cells)
     return cells
+
+
+def _check_unique_ids(cells: list[Cell]) -> None:
+    seen: set[str] = set()
+    for cell in cells:
+        if cell.cell_id in seen:
+            raise ValueError(f"grid: two cells are both {cell.cell_id} (a variant repeats a cell)")
+        seen.add(cell.cell_id)
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:

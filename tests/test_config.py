@@ -247,3 +247,36 @@ def test_config_module_imports_neither_torch_nor_ray():
     code = "import sys, harness.config; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
     assert out.strip() == "[]"
+
+
+def test_variants_add_cells_for_matching_grid_cells_only(write_experiment):
+    variants = [
+        {"match": {"framework": ["fcn", "pspnet"], "idr": True}, "set": {"model.idr_relations": "uniform"}},
+        {"match": {"idr": True, "seed": 0, "framework": "pspnet"}, "set": {"model.coarse_refine": "before"}},
+    ]
+    grid = {"frameworks": ["fcn", "pspnet"], "seeds": [0, 1], "variants": variants}
+    exp = load_experiment(write_experiment(tiny_experiment("t", grid=grid, train={"eval_interval": 2})))
+    by_id = {c.cell_id: c for c in expand_cells(exp)}
+    assert len(by_id) == 8 + 4 + 1
+    uniform = by_id["pspnet+idr_context_scenes_resnet18_s1_idr_relationsuniform"]
+    assert uniform.model.idr_relations == "uniform" and uniform.sweep == {"model.idr_relations": "uniform"}
+    assert by_id["pspnet+idr_context_scenes_resnet18_s0_coarse_refinebefore"].model.coarse_refine == "before"
+    assert by_id["fcn+idr_context_scenes_resnet18_s0"].model.idr_relations == "deletion"
+    assert not any("idr_relations" in cid for cid in by_id if "+idr" not in cid)
+    assert all(c.train.eval_interval == 2 for c in by_id.values())
+
+
+def test_bad_variants_are_one_line_errors(write_experiment):
+    def load(variants):
+        return load_experiment(write_experiment(tiny_experiment("t", grid={"variants": variants})))
+
+    with pytest.raises(ConfigError, match="cannot vary 'scaling.num_workers'"):
+        load([{"set": {"scaling.num_workers": 2}}])
+    with pytest.raises(ConfigError, match=r"grid.variants: 'model.nope' is not a key"):
+        load([{"set": {"model.nope": 1}}])
+    with pytest.raises(ConfigError, match=r"model.idr_relations: Input should be 'deletion', 'uniform' or 'none'"):
+        load([{"set": {"model.idr_relations": "random"}}])
+    with pytest.raises(ConfigError, match="two cells are both fcn_context_scenes_resnet18_s0_lr0.01"):
+        load([{"set": {"train.lr": 0.01}}, {"set": {"train.lr": 0.01}}])
+    with pytest.raises(ConfigError, match="train.eval_interval: Input should be greater than or equal to 0"):
+        load_experiment(write_experiment(tiny_experiment("t", train={"eval_interval": -1})))
