@@ -5,7 +5,9 @@ the learning rate, the gradient norm and the IDR relation statistics) and send t
 driver with the rest of their reports; the driver alone writes files (:class:`CellEventWriters`):
 the event files lie in each cell's folder, `results/<experiment>/cells/<cell id>/`, so
 TensorBoard lists every cell by its id. At the end the driver adds the validation mIoU, mAcc,
-aAcc and per-class IoU at the last iteration. Writer: tensorboardX (a dependency of Ray Tune).
+aAcc, per-class IoU and (context scenes) the context flip rate at the last iteration; with
+`train.eval_interval` the workers also send the learning curve (`curve/*`, `curve_iou/*`) and the
+relation recovery (`relations/*`, harness/train.py `curve_scalars`). Writer: tensorboardX (a dependency of Ray Tune).
 """
 from __future__ import annotations
 

@@ -445,6 +445,9 @@ def test_cell_reevaluated_with_another_protocol(finished_cell, tmp_path, capsys)
     assert {k: derived[k] for k in ("train_time_s", "params", "complexity")} == {
         k: record[k] for k in ("train_time_s", "params", "complexity")}
     assert not (derived_dir / "model.pt").exists() and derived["model_file"] == f"../{cell.cell_id}/model.pt"
+    # the flip rate was measured under the training cell's protocol: not carried over; the relations were learned
+    assert "context_flip" in record and "context_flip" not in derived
+    assert derived["relation_recovery"] == record["relation_recovery"]
 
     # the same figures as evaluating the saved model directly under that protocol
     dataset = build_dataset(cell.dataset, cell.data_root, "val", cell.data_options, train=False)

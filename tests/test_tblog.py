@@ -74,3 +74,16 @@ def test_training_scalars_written_and_read_back(write_experiment, tmp_path):
     assert events["val/mIoU"] == [(4, pytest.approx(payload["metrics"]["mIoU"], rel=1e-6))]
     boat = payload["metrics"]["per_class_iou"]["boat"]
     assert ("val_iou/boat" in events) == (not math.isnan(boat))
+
+
+def test_final_flip_rate_and_curve_points_become_scalars():
+    from harness.tblog import evaluation_scalars
+    from harness.train import curve_scalars
+
+    final = evaluation_scalars({"mIoU": 50.0, "context_flip": {"flip_rate": 42.0}})
+    assert final["val/context_flip_rate"] == 42.0
+    assert "val/context_flip_rate" not in evaluation_scalars({"mIoU": 50.0, "context_flip": {"flip_rate": None}})
+    point = {"iteration": 100, "mIoU": 40.0, "focus_iou": {"boat": 10.0}, "flip_rate": 5.0,
+             "relation_recovery": {"mean_reciprocal_rank": 0.5, "ranks": {"boat": 2}}}
+    assert curve_scalars(point) == {"curve/mIoU": 40.0, "curve_iou/boat": 10.0, "curve/context_flip_rate": 5.0,
+                                    "relations/mean_reciprocal_rank": 0.5, "relations/rank_boat": 2.0}

@@ -110,8 +110,9 @@ def _derived_record(record: dict, cell: Cell, new_eval: EvalConfig, metrics: dic
     """The cell's record with the new protocol's `config.eval` and metrics, naming the cell it came from."""
     from harness.records import build_environment
 
+    measured_under_old_protocol = ("context_flip", "learning_curve")
     return {
-        **record,
+        **{key: value for key, value in record.items() if key not in measured_under_old_protocol},
         "cell_id": f"{cell.cell_id}@{protocol_tag(new_eval)}",
         "config": cell.model_copy(update={"eval": new_eval}).model_dump(mode="json"),
         "metrics": {key: metrics[key] for key in ("mIoU", "mAcc", "aAcc")},
