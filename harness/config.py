@@ -140,7 +140,7 @@ class ModelConfig(Strict):
     @field_validator("loss_weights")
     @classmethod
     def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_names(list(v), ["aux", "stage1", "stage2", "decode"], "loss")
+        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "pam", "cam"], "loss")
         return v
 
 
