@@ -12,6 +12,7 @@ A one-layer change of ours must fail the comparison.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import sys
 from pathlib import Path
@@ -127,10 +128,30 @@ def check_train_step(official: nn.Module, ours: nn.Module, size: int = TRAIN_SIZ
     assert abs(_grad_norm(official) - _grad_norm(ours)) <= TOL * _grad_norm(official)
 
 
+#: One layer of ours changed (kept loadable), per scheme: (module path, replacement).
+ONE_LAYER_CHANGES = {
+    "nonlocalnet": ("head.block.conv_out.1", nn.Identity()),  # the non-local output BN dropped
+    "dnlnet": ("head.block.conv_mask", nn.Conv2d(512, 1, 1)),  # the unary mask conv re-initialised
+    "ocrnet": ("head.object_context.fuse.2", nn.Identity()),  # the object-context fusion ReLU dropped
+    "danet": ("head.pam.value_project", nn.Identity()),  # the position attention's value conv dropped
+    "ccnet": ("head.block.attention.value_conv", nn.Identity()),  # the criss-cross value conv dropped
+}
+
+
+def with_one_layer_changed(model: nn.Module, scheme: str) -> nn.Module:
+    changed = copy.deepcopy(model)
+    path, replacement = ONE_LAYER_CHANGES[scheme]
+    parent, _, name = path.rpartition(".")
+    setattr(changed.get_submodule(parent), name, replacement)
+    return changed
+
+
 @pytest.mark.parametrize("scheme", SIMILARITY_SCHEMES)
-def test_same_eval_logits_and_training_step(tmp_path, scheme):
+def test_same_eval_logits_and_training_step_and_one_layer_change_fails(tmp_path, scheme):
     official, ours = build_pair(tmp_path, scheme)
     check_eval(official, ours)
+    with pytest.raises(AssertionError, match="eval logits differ"):
+        check_eval(official, with_one_layer_changed(ours, scheme))
     check_train_step(official, ours)
 
 
@@ -156,20 +177,3 @@ def test_cityscapes_configuration_has_the_same_tree(scheme):
     convert_state_dict(official.state_dict(), ours, scheme, False)  # raises on any misfit
 
 
-#: One layer of ours changed (kept loadable): (scheme, module path, replacement).
-ONE_LAYER_CHANGES = [
-    ("nonlocalnet", "head.block.conv_out.1", nn.Identity()),  # the non-local output BN dropped
-    ("dnlnet", "head.block.conv_mask", nn.Conv2d(512, 1, 1)),  # the unary mask conv re-initialised
-    ("ocrnet", "head.object_context.fuse.2", nn.Identity()),  # the object-context fusion ReLU dropped
-    ("danet", "head.pam.value_project", nn.Identity()),  # the position attention's value conv dropped
-    ("ccnet", "head.block.attention.value_conv", nn.Identity()),  # the criss-cross value conv dropped
-]
-
-
-@pytest.mark.parametrize(("scheme", "path", "replacement"), ONE_LAYER_CHANGES)
-def test_one_layer_change_fails_parity(tmp_path, scheme, path, replacement):
-    official, ours = build_pair(tmp_path, scheme)
-    parent, _, name = path.rpartition(".")
-    setattr(ours.get_submodule(parent), name, replacement)
-    with pytest.raises(AssertionError, match="eval logits differ"):
-        check_eval(official, ours)
