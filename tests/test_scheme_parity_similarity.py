@@ -131,7 +131,7 @@ def check_train_step(official: nn.Module, ours: nn.Module, size: int = TRAIN_SIZ
 #: One layer of ours changed (kept loadable), per scheme: (module path, replacement).
 ONE_LAYER_CHANGES = {
     "nonlocalnet": ("head.block.conv_out.1", nn.Identity()),  # the non-local output BN dropped
-    "dnlnet": ("head.block.conv_mask", nn.Conv2d(512, 1, 1)),  # the unary mask conv re-initialised
+    "dnlnet": ("head.block.conv_out.1", nn.Identity()),  # the disentangled block's output BN dropped
     "ocrnet": ("head.object_context.fuse.2", nn.Identity()),  # the object-context fusion ReLU dropped
     "danet": ("head.pam.value_project", nn.Identity()),  # the position attention's value conv dropped
     "ccnet": ("head.block.attention.value_conv", nn.Identity()),  # the criss-cross value conv dropped
