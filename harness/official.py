@@ -8,7 +8,8 @@ written here. :func:`official_segmentor_cfg` gives the dict `BuildSegmentor(cfg,
 choices as our `ModelConfig` keys, and :func:`official_schedule` the training schedule.
 
 Names: frameworks are ours (fcn, pspnet, deeplabv3, upernet; the official IDRNet names them
-fcn, ppm, aspp, upernet), datasets are ours (ade20k, cityscapes, coco_stuff10k, lip,
+fcn, ppm, aspp, upernet; the similarity schemes nonlocalnet, dnlnet, ocrnet, danet, ccnet, as
+the official configs, baselines only, ADE20K and Cityscapes), datasets are ours (ade20k, cityscapes, coco_stuff10k, lip,
 pascal_context59), backbones `resnet50c` (ResNet-50 V1c, output stride 8) or `swin_large`.
 """
 from __future__ import annotations
@@ -312,7 +313,7 @@ def official_segmentor_cfg(
         "backbone": _backbone_cfg(backbone, framework, norm, swin_depths),
         "head": head,
         "auxiliary": {"in_channels": 768 if backbone == SWIN_L else 1024, "out_channels": 512,
-                      "dropout": head.get("dropout", 0.1)},
+                      "dropout": 0 if framework == "ocrnet" else 0.1},
         "losses": losses,
         "inference": {"forward": {"mode": "whole", "cropsize": None, "stride": None},
                       "tta": {"multiscale": [1], "flip": False, "use_probs_before_resize": False},
