@@ -108,6 +108,17 @@ class Grid(Strict):
 
         return _check_names(v, all_framework_names(), "framework")
 
+    @model_validator(mode="after")
+    def _schemes_have_baseline_cells(self) -> "Grid":
+        if not _REGISTRY_CHECKS.get() or False in self.idr:
+            return self
+        from models.registry import has_idr_variant
+
+        schemes = [f for f in self.frameworks if not has_idr_variant(f)]
+        if schemes:
+            raise ValueError(f"idr: {schemes[0]!r} is a context scheme with no IDR variant; its cells need false in idr")
+        return self
+
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, v: list[str]) -> list[str]:
@@ -166,7 +177,7 @@ class ModelConfig(Strict):
     @field_validator("loss_weights")
     @classmethod
     def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_names(list(v), ["aux", "stage1", "stage2", "decode"], "loss")
+        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "pam", "cam"], "loss")
         return v
 
 
@@ -351,15 +362,29 @@ def _cell_sections(exp: Experiment, keys: dict[str, Any], assignment: dict[str, 
     return sections
 
 
+def _has_idr_variant(framework: str) -> bool:
+    """models.registry.has_idr_variant; True in the first validation pass (which imports no registry)."""
+    if not _REGISTRY_CHECKS.get():
+        return True
+    from models.registry import has_idr_variant
+
+    return has_idr_variant(framework)
+
+
 def expand_cells(exp: Experiment) -> list[Cell]:
     """The experiment's cells, in a stable order (framework, dataset, seed, sweep, baseline first),
-    each followed by its variants (grid.variants, in file order)."""
+    each followed by its variants (grid.variants, in file order).
+
+    A context scheme with no IDR variant (models.registry.SCHEMES) has only its baseline cells.
+    """
     sweep_paths = list(exp.grid.sweep)
     assignments = [dict(zip(sweep_paths, values)) for values in itertools.product(*exp.grid.sweep.values())]
     cells = []
     for framework, dataset, seed, assignment, idr in itertools.product(
         exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, assignments, exp.grid.idr
     ):
+        if idr and not _has_idr_variant(framework):
+            continue
         keys = {"framework": framework, "dataset": dataset, "idr": idr, "seed": seed}
         variants = [{**assignment, **v.set} for v in exp.grid.variants if v.matches(keys)]
         for values in [assignment, *variants]:

@@ -27,8 +27,10 @@ from torch import nn
 
 from harness.fileio import sha256_of_file
 from harness.official import (
+    FRAMEWORKS,
     OFFICIAL_NUM_CLASSES,
     R50,
+    SIMILARITY_SCHEMES,
     SWIN_L,
     check_pair,
     our_model_config,
@@ -156,7 +158,44 @@ def _baseline_pairs(framework: str) -> list[tuple[str, list[str]]]:
             ("decoder", ["head.fuse", "head.classifier"]),
         ],
     }
+    if framework in SIMILARITY_SCHEMES:
+        return _scheme_pairs(framework)
     return pairs[framework]
+
+
+def _block_head_pairs(official_infix: str, our_block: str) -> list[tuple[str, list[str]]]:
+    """Non-local, DNL, CCNet: conv_before_<x>, <x> block, conv_after_<x>, decoder."""
+    block = {"nl": "nl_block", "dnl": "dnl_block", "cca": "cca"}[official_infix]
+    return [
+        (f"conv_before_{official_infix}", ["head.conv_before"]),
+        (block, [our_block]),
+        (f"conv_after_{official_infix}", ["head.conv_after"]),
+        ("decoder", ["head.fuse", "head.classifier"]),
+    ]
+
+
+def _scheme_pairs(framework: str) -> list[tuple[str, list[str]]]:
+    """(official module, our modules) of a similarity scheme's head (its auxiliary head aside)."""
+    if framework == "nonlocalnet":
+        return _block_head_pairs("nl", "head.block")
+    if framework == "dnlnet":
+        return _block_head_pairs("dnl", "head.block")
+    if framework == "ccnet":
+        return _block_head_pairs("cca", "head.block.attention")
+    if framework == "ocrnet":
+        return [
+            ("bottleneck", ["head.bottleneck"]),
+            *_attention("object_context_block", "head.object_context.attention"),
+            ("object_context_block.bottleneck", ["head.object_context.fuse"]),
+            ("decoder", ["head.classifier"]),
+        ]
+    branches = [
+        pair
+        for b in ("pam", "cam")
+        for pair in ((f"{b}_in_conv", [f"head.{b}_in"]), (f"{b}_net", [f"head.{b}"]),
+                     (f"{b}_out_conv", [f"head.{b}_out"]), (f"decoder_{b}", [f"head.{b}_classifier"]))
+    ]
+    return branches + [("decoder_pamcam", ["head.classifier"])]
 
 
 def _idr_pairs(model: nn.Module) -> list[tuple[str, list[str]]]:
@@ -226,7 +265,8 @@ def convert_state_dict(
     out, used = _convert_backbone(official, ours, backbone)
     problems = [f"{d} ({_shape(t)}) does not fit backbone tensor {_shape(ours[d])}"
                 for d, t in out.items() if t.shape != ours[d].shape]
-    pairs = (_idr_pairs(model) if idr else _baseline_pairs(framework)) + [("auxiliary_decoder", ["aux_head"])]
+    aux = "aux_head" if model.aux_head is not None else "head.aux"  # OCRNet's head owns it
+    pairs = (_idr_pairs(model) if idr else _baseline_pairs(framework)) + [("auxiliary_decoder", [aux])]
     for source, targets in pairs:
         mapped, wrong, consumed = _zip_module(official, ours, source, targets)
         out.update(mapped)
@@ -287,12 +327,13 @@ def convert_file(
     except ValueError as exc:
         raise ConversionError([str(exc)]) from None
     official = load_official_state_dict(source)
+    num_classes = OFFICIAL_NUM_CLASSES[dataset] if num_classes is None else num_classes
     model, cfg = build_official_model(framework, idr, dataset, backbone, num_classes)
     state = convert_state_dict(official, model, framework, idr, backbone)
     provenance = {
         "file": source.name, "sha256": sha256_of_file(source), "kind": "released model (converted, no training)",
         "framework": framework, "idr": idr, "dataset": dataset, "backbone": backbone,
-        "num_classes": int(model.aux_head[-1].out_channels), "model_config": cfg.model_dump(mode="json"),
+        "num_classes": num_classes, "model_config": cfg.model_dump(mode="json"),
     }
     _write_atomically({"model": state, "source": provenance}, out)
 
@@ -300,7 +341,7 @@ def convert_file(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.convert", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="official sssegmentation checkpoint (.pth)")
-    parser.add_argument("--framework", required=True, choices=["fcn", "pspnet", "deeplabv3", "upernet"])
+    parser.add_argument("--framework", required=True, choices=[*FRAMEWORKS, *SIMILARITY_SCHEMES])
     parser.add_argument("--idr", action="store_true", help="an IDRNet checkpoint (else the baseline)")
     parser.add_argument("--dataset", required=True, choices=sorted(OFFICIAL_NUM_CLASSES))
     parser.add_argument("--backbone", default=R50, choices=BACKBONES)

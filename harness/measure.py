@@ -29,6 +29,13 @@ FLOPs
     ``nn.MultiheadAttention``) is counted as the batched matmul it contains.
     The breakdown is over the top-level children of the segmentor.
 
+Context module
+    A head that names its context module (`context_modules`, e.g. the non-local block of
+    NonLocalNet, the spatial gather and object context block of OCRNet, DANet's position and
+    channel attention) also gets that module's parameters and FLOPs, the attention or
+    aggregation block alone (not the convs around it nor the classifier); "-" for heads that
+    name none.
+
 Latency (``--latency``)
     Batch 1, eval mode, ``torch.inference_mode``; ``--warmup`` untimed iterations, then
     ``--iters`` (at least 50) timed iterations. On CPU each iteration is timed with
@@ -96,11 +103,18 @@ def _baddbmm_flops(inputs, outputs) -> int:
     return b * n * m * p
 
 
-def count_flops(model: nn.Module, input_size: tuple[int, int]) -> dict:
+def context_module_names(model: nn.Module) -> list[str]:
+    """Qualified names of the head's context module(s) (`head.context_modules`); [] if it names none."""
+    head = getattr(model, "head", None)
+    return [f"head.{name}" for name in getattr(head, "context_modules", ())]
+
+
+def count_flops(model: nn.Module, input_size: tuple[int, int], submodules: tuple[str, ...] = ()) -> dict:
     """fvcore FLOPs (1 multiply-add = 1 flop) of one forward in eval mode on a random [1,3,H,W].
 
-    Returns the total (flops and GFLOPs), the flops of each top-level child and the operators
-    fvcore skipped (name -> number of calls); skipped operators are not in the total.
+    Returns the total (flops and GFLOPs), the flops of each top-level child and of each named
+    `submodules` entry, and the operators fvcore skipped (name -> number of calls); skipped
+    operators are not in the total.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit deprecation warnings raised at fvcore's import
@@ -129,6 +143,7 @@ def count_flops(model: nn.Module, input_size: tuple[int, int]) -> dict:
         "total": total,
         "gflops": total / 1e9,
         "by_module": by_module,
+        "by_submodule": {name: int(per_module.get(name, 0)) for name in submodules},
         "unsupported_ops": {op: int(n) for op, n in unsupported.items()},
     }
 
@@ -250,6 +265,8 @@ def measure(
     cfg = model_cfg.model_copy(update={"pretrained": None})
     torch.manual_seed(0)
     model = build_segmentor(framework, idr, num_classes, cfg)
+    context = context_module_names(model)
+    flops = count_flops(model, input_size, tuple(context))
     result = {
         "framework": framework,
         "idr": bool(idr),
@@ -260,7 +277,12 @@ def measure(
         "num_classes": num_classes,
         "model": cfg.model_dump(),
         "params": count_params(model),
-        "flops": count_flops(model, input_size),
+        "flops": flops,
+        "context_module": {
+            "modules": context,
+            "params": sum(p.numel() for name in context for p in model.get_submodule(name).parameters()),
+            "flops": sum(flops["by_submodule"].values()),
+        } if context else None,
         "flops_convention": "fvcore: one fused multiply-add = one flop",
     }
     if latency:
@@ -291,6 +313,8 @@ def _result_row(r: dict, with_latency: bool) -> list[str]:
         f"{fl.get('head', 0) / 1e9:.2f}",
         f"{fl.get('aux_head', 0) / 1e9:.2f}",
     ]
+    ctx = r.get("context_module")
+    row += [f"{ctx['params'] / 1e6:.2f}", f"{ctx['flops'] / 1e9:.2f}"] if ctx else ["-", "-"]
     if with_latency:
         row += _fmt_latency(r.get("latency")) or ["-"] * 4
     return row
@@ -309,6 +333,8 @@ def _difference_row(r: dict, b: dict, with_latency: bool) -> list[str]:
         f"{r['flops']['gflops'] - b['flops']['gflops']:+.2f}",
         f"{module_gflops(r, 'backbone') - module_gflops(b, 'backbone'):+.2f}",
         f"{module_gflops(r, 'head') - module_gflops(b, 'head'):+.2f}",
+        "",
+        "",
         "",
     ]
     if with_latency:
@@ -360,7 +386,8 @@ def _footer(results: list[dict], with_latency: bool) -> list[str]:
 def format_table(results: list[dict]) -> str:
     """A plain-text table of the results (and +IDR minus baseline), then what the figures mean."""
     with_latency = any("latency" in r for r in results)
-    header = ["model", "input", "params M", "trainable M", "GFLOPs", "backbone", "head", "aux (unused)"]
+    header = ["model", "input", "params M", "trainable M", "GFLOPs", "backbone", "head", "aux (unused)",
+              "context M", "context GFLOPs"]
     if with_latency:
         header += ["median ms", "p90 ms", "img/s", "peak MiB"]
     rows = [_result_row(r, with_latency) for r in results]
@@ -410,6 +437,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _idr_flags(framework: str, idr: str) -> list[bool]:
+    """The IDR settings `--idr` asks for; a context scheme has only its baseline. Raises UsageError."""
+    from models.registry import has_idr_variant
+
+    modes = {"on": [True], "off": [False], "both": [False, True]}
+    if idr not in modes:
+        raise UsageError(f"--idr: unknown {idr!r}; allowed: on, off, both")
+    if has_idr_variant(framework):
+        return modes[idr]
+    if idr == "on":
+        raise UsageError(f"--idr: {framework} is a context scheme with no IDR variant; allowed: off, both")
+    return [False]
+
+
 def _validate(args: argparse.Namespace):
     """The checked plan: (frameworks flags, sizes, ModelConfig, device); raises UsageError."""
     from pydantic import ValidationError
@@ -419,9 +460,7 @@ def _validate(args: argparse.Namespace):
 
     if args.framework not in all_framework_names():
         raise UsageError(f"--framework: unknown {args.framework!r}; allowed: {', '.join(all_framework_names())}")
-    idr_modes = {"on": [True], "off": [False], "both": [False, True]}
-    if args.idr not in idr_modes:
-        raise UsageError(f"--idr: unknown {args.idr!r}; allowed: on, off, both")
+    idr_flags = _idr_flags(args.framework, args.idr)
     sizes = []
     for text in args.size or ["512x512"]:
         try:
@@ -453,7 +492,7 @@ def _validate(args: argparse.Namespace):
     }
     explicit = {k: v for k, v in explicit.items() if v is not None}
     cfgs = {}
-    for idr in idr_modes[args.idr]:
+    for idr in idr_flags:
         fields = {**official_fields(args.framework, args.dataset, idr, args.backbone), **explicit}
         try:
             cfgs[idr] = ModelConfig(**fields)
@@ -469,7 +508,7 @@ def _validate(args: argparse.Namespace):
         raise UsageError(f"--backbone: {err}") from None
     if args.num_classes is None:
         args.num_classes = OFFICIAL_NUM_CLASSES.get(args.dataset, DEFAULT_NUM_CLASSES)
-    return idr_modes[args.idr], sizes, cfgs, device
+    return idr_flags, sizes, cfgs, device
 
 
 def official_fields(framework: str, dataset: str, idr: bool, backbone: str) -> dict:

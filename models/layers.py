@@ -66,3 +66,14 @@ class SelfAttentionBlock(nn.Module):
         attention = torch.softmax(torch.bmm(query, key) * self.scale, dim=-1)
         context = torch.bmm(attention, value).transpose(1, 2).reshape(b, -1, h, w)
         return self.out_project(context)
+
+
+class LearnableScale(nn.Module):
+    """x * s with one learnable scalar s (the residual gain of DANet's and CCNet's attention, 0 at init)."""
+
+    def __init__(self, initial: float = 0.0):
+        super().__init__()
+        self.scale = nn.Parameter(torch.tensor(initial))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale

@@ -1,7 +1,9 @@
 """Framework registry: name -> (baseline head factory, IDR wiring factory).
 
-To add a framework, write `models/<name>.py` with a head returning a dict of logit maps
+To add a framework, write `models/heads/<name>.py` with a head returning a dict of logit maps
 (and naming its main output), plus a wiring object for IDR, then register both here.
+A context scheme that is a framework of its own, with no IDR variant (Non-local, DNL, OCRNet,
+DANet, CCNet), registers only its head in `SCHEMES`.
 A framework that builds its whole segmentor itself (Mask2Former, on transformers backbones)
 registers a hook in `STANDALONE` instead; `framework_names()` stays the paper's table of heads,
 `all_framework_names()` lists both.
@@ -16,7 +18,12 @@ import torch.nn as nn
 from models.backbones import build_backbone, resolve_pretrained
 from models.context import aspp_dilations
 from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
+from models.heads.ccnet import ccnet_head
+from models.heads.danet import DANetHead
+from models.heads.dnlnet import dnl_head
 from models.heads.fcn import FCNHead, FCNWiring
+from models.heads.nonlocalnet import nonlocal_head
+from models.heads.ocrnet import OCRHead
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
 from models.plugins.idr_head import IDRCore, IDRHead
 from models.layers import AuxiliaryHead
@@ -64,6 +71,18 @@ FRAMEWORKS: dict[str, Framework] = {
 }
 
 
+#: Context schemes built as frameworks of their own (baseline head only, no IDR wiring):
+#: (in_channels, num_classes, cfg) -> head. A head may own its auxiliary head (`owns_auxiliary`,
+#: OCRNet) and name loss weights of its extra outputs (`loss_weights`, DANet).
+SCHEMES: dict[str, Callable[..., nn.Module]] = {
+    "nonlocalnet": lambda chans, k, cfg: nonlocal_head(chans, cfg.head_channels, k, cfg.dropout),
+    "dnlnet": lambda chans, k, cfg: dnl_head(chans, cfg.head_channels, k, cfg.dropout),
+    "ocrnet": lambda chans, k, cfg: OCRHead(chans, cfg.head_channels, cfg.aux_channels, k, cfg.dropout),
+    "danet": lambda chans, k, cfg: DANetHead(chans, cfg.head_channels, k, cfg.dropout),
+    "ccnet": lambda chans, k, cfg: ccnet_head(chans, cfg.head_channels, k, cfg.dropout),
+}
+
+
 def _build_mask2former(idr: bool, num_classes: int, cfg, ignore_index: int) -> nn.Module:
     from models.heads.mask2former import build_mask2former  # imports transformers: only when asked for
 
@@ -94,7 +113,23 @@ def framework_names() -> list[str]:
 
 def all_framework_names() -> list[str]:
     """Every buildable framework: :func:`framework_names`, then the standalone ones (mask2former)."""
-    return list(FRAMEWORKS) + list(STANDALONE)
+    return list(FRAMEWORKS) + list(STANDALONE) + list(SCHEMES)
+
+
+def has_idr_variant(framework: str) -> bool:
+    """Whether IDR attaches to `framework` (the context schemes are compared without it)."""
+    return framework not in SCHEMES
+
+
+def _build_scheme(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int) -> Segmentor:
+    if idr:
+        raise ValueError(f"{framework} is a context scheme of its own: it has no IDR variant (idr must be false)")
+    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
+    chans = backbone.channels
+    head = SCHEMES[framework](chans, num_classes, cfg)
+    aux = None if getattr(head, "owns_auxiliary", False) else AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
+    loss_weights = {**getattr(head, "loss_weights", {}), **cfg.loss_weights}
+    return Segmentor(backbone, head, aux, loss_weights, ignore_index)
 
 
 def check_backbone(framework: str, backbone: str) -> None:
@@ -114,6 +149,8 @@ def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_ind
     """The model of one cell. `cfg` is a `harness.config.ModelConfig`."""
     if framework in STANDALONE:
         return with_relation_mode(STANDALONE[framework].build(idr, num_classes, cfg, ignore_index), cfg)
+    if framework in SCHEMES:
+        return _build_scheme(framework, idr, num_classes, cfg, ignore_index)
     if framework not in FRAMEWORKS:
         raise KeyError(f"unknown framework {framework!r}; allowed: {', '.join(all_framework_names())}")
     spec = FRAMEWORKS[framework]

@@ -1,0 +1,96 @@
+"""The similarity-driven context schemes as frameworks: building, experiment files, harness.run, measure.
+
+Their equality with the official models is tests/test_scheme_parity_similarity.py; here they are
+built on a tiny backbone, from experiment files, trained a few iterations through harness.run
+and measured.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness import measure as M
+from harness.config import ConfigError, ModelConfig, expand_cells, load_experiment
+from harness.official import SIMILARITY_SCHEMES
+from harness.run import main
+from models.registry import all_framework_names, build_segmentor, has_idr_variant
+from tests.conftest import tiny_experiment
+
+TINY = ModelConfig(backbone="resnet18", feats_channels=16, head_channels=16, aux_channels=8, sync_bn=False)
+#: the logit maps each scheme trains on (the auxiliary one included)
+LOSSES = {"nonlocalnet": {"decode", "aux"}, "dnlnet": {"decode", "aux"}, "ocrnet": {"decode", "aux"},
+          "danet": {"decode", "pam", "cam", "aux"}, "ccnet": {"decode", "aux"}}
+
+
+@pytest.mark.parametrize("scheme", SIMILARITY_SCHEMES)
+def test_scheme_trains_and_predicts_at_image_size(scheme):
+    torch.manual_seed(0)
+    model = build_segmentor(scheme, False, 4, TINY)
+    images, target = torch.randn(2, 3, 48, 40), torch.randint(0, 4, (2, 48, 40))
+    losses = model(images, target)
+    assert set(losses) == LOSSES[scheme] and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in model.head.parameters())
+    model.eval()
+    with torch.no_grad():
+        assert model(images).shape == (2, 4, 48, 40)
+
+
+def test_schemes_are_frameworks_without_idr():
+    assert set(SIMILARITY_SCHEMES) <= set(all_framework_names())
+    assert not any(has_idr_variant(s) for s in SIMILARITY_SCHEMES) and has_idr_variant("fcn")
+    with pytest.raises(ValueError, match="no IDR variant"):
+        build_segmentor("ocrnet", True, 4, TINY)
+
+
+def test_experiment_gives_schemes_only_baseline_cells(write_experiment):
+    exp = tiny_experiment("mixed", grid={"frameworks": ["fcn", "danet"], "idr": [False, True]})
+    cells = expand_cells(load_experiment(write_experiment(exp)))
+    assert [c.cell_id for c in cells] == ["fcn_context_scenes_resnet18_s0", "fcn+idr_context_scenes_resnet18_s0",
+                                          "danet_context_scenes_resnet18_s0"]
+
+
+def test_experiment_asking_only_idr_of_a_scheme_is_one_line_error(write_experiment):
+    path = write_experiment(tiny_experiment("bad", grid={"frameworks": ["ccnet"], "idr": [True]}))
+    with pytest.raises(ConfigError, match="'ccnet' is a context scheme with no IDR variant") as err:
+        load_experiment(path)
+    assert "\n" not in str(err.value)
+
+
+def test_measure_reports_the_context_module(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    argv = ["--framework", "danet", "--dataset", "none", "--backbone", "resnet18", "--size", "64x64",
+            "--num-classes", "5", "--head-channels", "16", "--aux-channels", "8", "--json", str(out)]
+    assert M.main(argv) == 0  # --idr both: the baseline only
+    assert "context GFLOPs" in capsys.readouterr().out
+    (result,) = json.loads(out.read_text())
+    context = result["context_module"]
+    assert context["modules"] == ["head.pam", "head.cam"]
+    # PAM: 16->2, 16->2, 16->16 convs and the gain; CAM: the gain
+    assert context["params"] == 16 * 2 * 2 + 16 * 16 + 1 + 1
+    n = 8 * 8  # positions at output stride 8
+    convs = n * 16 * (2 + 2 + 16)
+    attention = n * n * 2 + n * n * 16 + 16 * 16 * n * 2  # PAM affinity and sum, CAM energy and sum
+    assert context["flops"] == convs + attention
+
+
+def test_measure_refuses_idr_on_for_a_scheme(capsys):
+    assert M.main(["--framework", "nonlocalnet", "--idr", "on"]) == 2
+    assert "no IDR variant" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_every_scheme_trains_through_harness_run(ray_session, write_experiment, tmp_path):
+    exp = tiny_experiment("schemes", grid={"frameworks": list(SIMILARITY_SCHEMES), "idr": [False]},
+                          train={"iterations": 2, "batch_size": 4, "log_interval": 1},
+                          scaling={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_cells": 2})
+    results = tmp_path / "results"
+    assert main([str(write_experiment(exp)), "--results", str(results)]) == 0
+    for scheme in SIMILARITY_SCHEMES:
+        cell = results / "schemes" / "cells" / f"{scheme}_context_scenes_resnet18_s0"
+        record = json.loads((cell / "record.json").read_text())
+        assert record["config"]["framework"] == scheme and 0.0 <= record["metrics"]["mIoU"] <= 100.0
+        assert "iter 2/2" in (cell / "train.log").read_text()
