@@ -17,7 +17,7 @@ CARD_OPTIONS = ("crop_size", "base_scale")
 
 def validate_options(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError naming the first option the dataset does not know or whose type is wrong."""
-    defaults = get_spec(name).default_options
+    defaults = get_spec(name, options).default_options
     allowed = [*defaults, *CARD_OPTIONS]
     for key, value in options.items():
         if key in CARD_OPTIONS:
@@ -29,18 +29,18 @@ def validate_options(name: str, options: dict[str, Any]) -> None:
         expected = type(defaults[key])
         if defaults[key] is not None and not isinstance(value, expected):
             raise ValueError(f"{name}.{key}: expected {expected.__name__}, got {value!r}")
-    check = get_spec(name).check_options
+    check = get_spec(name, options).check_options
     if check is not None:
         check(options)
 
 
 def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    return {**get_spec(name).default_options, **options}
+    return {**get_spec(name, options).default_options, **options}
 
 
 def dataset_card(name: str, options: dict[str, Any] | None = None) -> DatasetCard:
     options = resolve_options(name, options or {})
-    card = get_spec(name).make_card({k: v for k, v in options.items() if k not in CARD_OPTIONS})
+    card = get_spec(name, options).make_card({k: v for k, v in options.items() if k not in CARD_OPTIONS})
     changes = {key: tuple(options[key]) for key in CARD_OPTIONS if key in options}
     return dataclasses.replace(card, **changes) if changes else card
 
@@ -48,7 +48,7 @@ def dataset_card(name: str, options: dict[str, Any] | None = None) -> DatasetCar
 def build_dataset(
     name: str, root: str | Path, split: str, options: dict[str, Any], train: bool, seed: int = 0
 ) -> SegmentationDataset:
-    spec = get_spec(name)
+    spec = get_spec(name, options)
     opts = resolve_options(name, options)
     card = dataset_card(name, options)
     samples = spec.list_samples(Path(root), split, {k: v for k, v in opts.items() if k not in CARD_OPTIONS})

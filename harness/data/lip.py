@@ -24,17 +24,8 @@ from typing import Any
 
 from harness.data.base import Sample
 from harness.data.cards import DatasetCard, bit_palette
-from harness.data.preparation import (
-    Preparer,
-    SplitCheck,
-    check_split_name,
-    data_error,
-    files_by_stem,
-    prepare_command,
-    read_id_list,
-    require,
-)
-from harness.data.registry import DatasetSpec, register
+from harness.data.folder import SplitFiles, complete_samples, register_builtin, split_files
+from harness.data.preparation import SplitCheck, check_split_name, read_id_list, require
 
 NAME = "lip"
 SPLITS = ("train", "val")
@@ -67,51 +58,26 @@ def _paths(root: Path, split: str) -> tuple[Path, Path, Path]:
     return image_dir, label_dir, id_list
 
 
+def _files(root: Path, split: str) -> tuple[SplitFiles, Path]:
+    """The split's files (by its id list) and the id list."""
+    image_dir, label_dir, id_list = _paths(root, split)
+    ids = read_id_list(id_list, NAME, root)
+    return split_files(image_dir, label_dir, ".jpg", ".png", ids), id_list
+
+
 def list_samples(root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
     check_split_name(NAME, split, SPLITS)
     require(dataset_dir(root), NAME, root, "dataset folder")
-    image_dir, label_dir, id_list = _paths(root, split)
+    image_dir, label_dir, _ = _paths(root, split)
     require(image_dir, NAME, root, "image folder")
     require(label_dir, NAME, root, "annotation folder")
-    ids = read_id_list(id_list, NAME, root)
-    images, labels = files_by_stem(image_dir, ".jpg"), files_by_stem(label_dir, ".png")
-    absent = [i for i in ids if i not in images or i not in labels]
-    if absent:
-        first = absent[0]
-        path = image_dir / f"{first}.jpg" if first not in images else label_dir / f"{first}.png"
-        raise data_error(
-            f"{NAME}: {len(absent):,} id(s) of {id_list.name} lack an image or a label (first: {path}); "
-            f"run `{prepare_command(NAME, root)} --check-only`"
-        )
-    return [Sample(images[i], labels[i]) for i in ids]
+    files, id_list = _files(root, split)
+    return complete_samples(files, NAME, root, f"id(s) of {id_list.name}")
 
 
 def check_split(root: Path, split: str) -> SplitCheck:
     base = require(dataset_dir(root), NAME, root, "dataset folder")
-    image_dir, label_dir, id_list = _paths(root, split)
-    ids = read_id_list(id_list, NAME, root)
-    listed = set(ids)
-    images, labels = files_by_stem(image_dir, ".jpg"), files_by_stem(label_dir, ".png")
-    missing = []
-    for i in ids:
-        if i not in images:
-            missing.append(str((image_dir / f"{i}.jpg").relative_to(base)))
-        if i not in labels:
-            missing.append(str((label_dir / f"{i}.png").relative_to(base)))
-    extra = sorted(
-        str(path.relative_to(base)) + " (not in the id list)"
-        for found in (images, labels)
-        for stem, path in found.items()
-        if stem not in listed
-    )
-    return SplitCheck(
-        NAME,
-        split,
-        OFFICIAL_SIZES[split],
-        pairs=sum(1 for i in ids if i in images and i in labels),
-        missing=missing,
-        extra=extra,
-    )
+    return _files(root, split)[0].check(NAME, split, OFFICIAL_SIZES[split], base)
 
 
 def make_card(options: dict[str, Any]) -> DatasetCard:
@@ -136,11 +102,4 @@ PREPARE_HINT = (
     f"Unpack TrainVal_images.zip and TrainVal_parsing_annotations.zip into <data root>/{NAME}/ "
     f"(see datasets/README.md) and check it with `python -m harness.prepare {NAME} --root <data root>`."
 )
-PREPARER = Preparer(NAME, SPLITS, check_split)
-
-
-def _register() -> None:
-    register(DatasetSpec(NAME, make_card, list_samples, None, {}, PREPARE_HINT, preparer=PREPARER))
-
-
-_register()
+register_builtin(NAME, make_card, list_samples, check_split, SPLITS, PREPARE_HINT)
