@@ -301,7 +301,7 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _custom_datasets(self) -> "DataConfig":
-        if _REGISTRY_CHECKS.get():
+        if self.custom and _REGISTRY_CHECKS.get():
             from harness.data import dataset_names
 
             taken = [name for name in self.custom if name in dataset_names()]
