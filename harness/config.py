@@ -543,6 +543,16 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return _validate(raw, source)
 
 
+def custom_dataset(path: str | Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """(data root, dataset options) of the folder dataset `name` that experiment `path` describes
+    under data.custom; ConfigError (one line) if the file is bad or does not describe it."""
+    exp = load_experiment(path)
+    if name not in exp.data.custom:
+        known = ", ".join(exp.data.custom) or "none"
+        raise ConfigError(f"{path}: data.custom has no dataset {name!r} (it describes: {known})")
+    return Path(exp.data.root).expanduser(), exp.data.options_of(name)
+
+
 def validated_cell(data: dict[str, Any]) -> Cell:
     """A cell the driver has validated in full, rebuilt in a Ray process without importing the registries."""
     with _without_registry_checks():

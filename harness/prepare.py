@@ -61,18 +61,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def custom_dataset(path: Path, name: str) -> tuple[Path, dict]:
-    """(data root, dataset options) of the folder dataset `name` that experiment `path` describes;
-    ConfigError (one line) if the file is bad or does not describe it."""
-    from harness.config import ConfigError, load_experiment
-
-    exp = load_experiment(path)
-    if name not in exp.data.custom:
-        known = ", ".join(exp.data.custom) or "none"
-        raise ConfigError(f"{path}: data.custom has no dataset {name!r} (it describes: {known})")
-    return Path(exp.data.root).expanduser(), exp.data.options_of(name)
-
-
 def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
@@ -80,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     known = preparers()
     options: dict = {}
     if args.experiment is not None:
-        from harness.config import ConfigError
+        from harness.config import ConfigError, custom_dataset
         from harness.data import get_spec
 
         try:
