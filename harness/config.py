@@ -93,9 +93,11 @@ class Grid(Strict):
     def _known_frameworks(cls, v: list[str]) -> list[str]:
         if not _REGISTRY_CHECKS.get():
             return v
-        from models.registry import all_framework_names
+        from models.registry import check_framework
 
-        return _check_names(v, all_framework_names(), "framework")
+        for name in v:
+            check_framework(name)
+        return v
 
     @field_validator("datasets")
     @classmethod
@@ -365,7 +367,8 @@ class Cell(Strict):
 
     @property
     def cell_id(self) -> str:
-        variant = f"{self.framework}+idr" if self.idr else self.framework
+        framework = self.framework.replace(":", "-")  # an import path (my_pkg.heads:HEAD) as a folder name
+        variant = f"{framework}+idr" if self.idr else framework
         swept = "".join(f"_{path.rsplit('.', 1)[-1]}{value}" for path, value in self.sweep.items())
         return f"{variant}_{self.dataset}_{self.model.backbone}_s{self.seed}{swept}"
 
