@@ -190,20 +190,24 @@ def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_ind
         return spec.build(idr, num_classes, cfg, ignore_index)
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
     chans = backbone.channels
-    if idr:
-        head = IDRHead(
-            chans,
-            num_classes,
-            spec.wiring(chans, cfg),
-            feats_channels=cfg.feats_channels,
-            refine_channels=cfg.refine_channels,
-            dropout=cfg.dropout,
-            relation_momentum=cfg.relation_momentum,
-            reps_momentum=cfg.dataset_reps_momentum,
-            ignore_index=ignore_index,
-            stage1_input=cfg.stage1_input,
-        )
-    else:
-        head = spec.head(chans, num_classes, cfg)
+    head = build_head(spec, idr, chans, num_classes, cfg, ignore_index)
     aux = AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
     return Segmentor(backbone, head, aux, cfg.loss_weights, ignore_index)
+
+
+def build_head(spec: Framework, idr: bool, chans: list[int], num_classes: int, cfg, ignore_index: int = 255) -> nn.Module:
+    """A framework's decode head on backbone widths `chans`: its baseline head, or IDR on its wiring."""
+    if not idr:
+        return spec.head(chans, num_classes, cfg)
+    return IDRHead(
+        chans,
+        num_classes,
+        spec.wiring(chans, cfg),
+        feats_channels=cfg.feats_channels,
+        refine_channels=cfg.refine_channels,
+        dropout=cfg.dropout,
+        relation_momentum=cfg.relation_momentum,
+        reps_momentum=cfg.dataset_reps_momentum,
+        ignore_index=ignore_index,
+        stage1_input=cfg.stage1_input,
+    )

@@ -1,0 +1,54 @@
+"""A checkpoint of another model says, in one line, what to type: harness.evaluate --checkpoint,
+harness.convert and --resume (IDR or not, another framework, another class count)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness.data import dataset_card
+from harness.evaluate.command import main as evaluate_main
+from models import build_segmentor
+from tests.test_released import tiny_setting  # noqa: F401  (fixture)
+
+
+def save_model(cell, path, framework: str, idr: bool, extra_classes: int = 0) -> None:
+    classes = dataset_card(cell.dataset, cell.data_options).num_classes + extra_classes
+    model = build_segmentor(framework, idr, classes, cell.model.model_copy(update={"pretrained": None}), 255)
+    torch.save({"model": model.state_dict()}, path)
+
+
+def evaluate_args(checkpoint, tmp_path, framework: str, idr: bool) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--framework", framework, *(["--idr"] if idr else []),
+            "--dataset", "context_scenes", "--backbone", "resnet18", "--root", str(tmp_path / "datasets"),
+            "--results", str(tmp_path / "results"), "--device", "cpu"]
+
+
+@pytest.mark.parametrize(
+    "saved, asked, expected",
+    [
+        (("fcn", True), ("fcn", False), "holds IDR weights (head.relations_mean, head.stage1.*, head.stage2.*, ...): "
+                                        "add --idr"),
+        (("fcn", False), ("fcn", True), "holds a baseline model without IDR (head.classifier.*, head.convs.*): "
+                                        "drop --idr"),
+        (("pspnet", True), ("fcn", True), "holds a pspnet+idr model (head.wiring.*): use --framework pspnet --idr"),
+        (("deeplabv3", False), ("fcn", True), "holds a deeplabv3 model ("),
+    ],
+    ids=["idr", "baseline", "framework", "framework-baseline"],
+)
+def test_evaluate_checkpoint_of_another_model(tiny_setting, tmp_path, capsys, saved, asked, expected):  # noqa: F811
+    checkpoint = tmp_path / "model.pt"
+    save_model(tiny_setting, checkpoint, *saved)
+    assert evaluate_main(evaluate_args(checkpoint, tmp_path, *asked)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{checkpoint}: {expected}"), err
+    assert not (tmp_path / "results").exists()
+
+
+def test_evaluate_checkpoint_of_another_class_count(tiny_setting, tmp_path, capsys):  # noqa: F811
+    checkpoint = tmp_path / "model.pt"
+    classes = dataset_card(tiny_setting.dataset, tiny_setting.data_options).num_classes
+    save_model(tiny_setting, checkpoint, "fcn", True, extra_classes=150 - classes)
+    assert evaluate_main(evaluate_args(checkpoint, tmp_path, "fcn", True)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{checkpoint}: holds 150 classes ("), err
+    assert err[0].endswith(": use --dataset ade20k")
