@@ -44,6 +44,15 @@ _IDR_BUFFERS = {
 }
 
 
+# what to pass instead when the checkpoint holds another model (harness/checkpoint_fit.py)
+CONVERT_FLAGS = {
+    "idr": "add --idr",
+    "baseline": "drop --idr",
+    "framework": "use --framework {framework}{idr}",
+    "classes": "use --dataset {datasets}",
+}
+
+
 class ConversionError(Exception):
     """A checkpoint that cannot be converted; `.problems` lists every reason, one line each."""
 
@@ -287,6 +296,12 @@ def convert_file(
     except ValueError as exc:
         raise ConversionError([str(exc)]) from None
     official = load_official_state_dict(source)
+    expected = OFFICIAL_NUM_CLASSES[dataset] if num_classes is None else num_classes
+    from harness.checkpoint_fit import describe, diagnose_official
+
+    finding = diagnose_official(official, framework, idr, dataset, expected)
+    if finding is not None:
+        raise ConversionError([f"{source}: {describe(finding, CONVERT_FLAGS)}"])
     model, cfg = build_official_model(framework, idr, dataset, backbone, num_classes)
     state = convert_state_dict(official, model, framework, idr, backbone)
     provenance = {

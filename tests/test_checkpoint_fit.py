@@ -52,3 +52,41 @@ def test_evaluate_checkpoint_of_another_class_count(tiny_setting, tmp_path, caps
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"{checkpoint}: holds 150 classes ("), err
     assert err[0].endswith(": use --dataset ade20k")
+
+
+def official_checkpoint(path, framework: str, idr: bool, dataset: str, num_classes: int | None = None) -> None:
+    """An official sssegmentation model at random init, saved as its trainer saves it."""
+    pytest.importorskip("ssseg", reason="sssegmentation==1.7.0 is not installed (pip install '.[parity]')")
+    from ssseg.modules.models.segmentors.builder import BuildSegmentor
+
+    from harness.official import OFFICIAL_NUM_CLASSES, official_segmentor_cfg
+
+    k = num_classes or OFFICIAL_NUM_CLASSES[dataset]
+    official = BuildSegmentor(official_segmentor_cfg(framework, dataset, idr, num_classes=k), mode="TRAIN")
+    torch.save({"model": official.state_dict()}, path)
+
+
+@pytest.mark.parametrize(
+    "saved, asked, expected",
+    [
+        (("fcn", True, "lip"), ("fcn", False, "lip"), "holds IDR weights (class_relations_mean, class_relations_var, "
+                                                      "decoder_stage1.*, ...): add --idr"),
+        (("fcn", False, "lip"), ("fcn", True, "lip"), "holds a baseline model without IDR (decoder.*): drop --idr"),
+        (("pspnet", False, "lip"), ("deeplabv3", False, "lip"), "holds a pspnet model (ppm_net.*): "
+                                                                 "use --framework pspnet"),
+        (("fcn", False, "cityscapes"), ("fcn", False, "lip"), "holds 19 classes (auxiliary_decoder.4.weight is "
+                                                              "19x512x1x1): use --dataset cityscapes"),
+    ],
+    ids=["idr", "baseline", "framework", "classes"],
+)
+def test_convert_checkpoint_of_another_model(tmp_path, capsys, saved, asked, expected):
+    from harness.convert import main
+
+    official_checkpoint(tmp_path / "official.pth", *saved)
+    framework, idr, dataset = asked
+    argv = [str(tmp_path / "official.pth"), "--framework", framework, *(["--idr"] if idr else []),
+            "--dataset", dataset, "--out", str(tmp_path / "model.pt")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'official.pth'}: {expected}"]
+    assert not (tmp_path / "model.pt").exists()
