@@ -90,3 +90,29 @@ def test_convert_checkpoint_of_another_model(tmp_path, capsys, saved, asked, exp
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'official.pth'}: {expected}"]
     assert not (tmp_path / "model.pt").exists()
+
+
+def test_resume_from_a_checkpoint_of_another_model(write_experiment, tmp_path):
+    """--resume: the IDR cell's checkpoint offered to the baseline cell; then to a dataset whose classes changed."""
+    from harness.config import load_experiment
+    from harness.run import resolve_cells
+    from harness.train import CellFault, PrintReporter, run_cell
+    from tests.conftest import tiny_experiment
+    from tests.test_custom_dataset import make_roads, roads_experiment
+
+    make_roads(tmp_path / "datasets", {"train": 4, "val": 2})
+    train = {"iterations": 2, "batch_size": 2, "checkpoint_interval": 1}
+    path = write_experiment({**roads_experiment(), "train": {**tiny_experiment("x")["train"], **train}})
+    baseline, with_idr = resolve_cells(load_experiment(path))
+    root = tmp_path / "checkpoints"
+    assert run_cell(with_idr, PrintReporter(root, quiet=True), stop_after=1) is None
+    with pytest.raises(CellFault) as err:
+        run_cell(baseline, PrintReporter(root, quiet=True))
+    assert str(err.value).startswith(f"{baseline.cell_id}: checkpoint {root / 'iter_00000001'} holds IDR weights (")
+    assert str(err.value).endswith("it is not this cell's; run without --resume (or remove it) to start afresh")
+
+    classes = tmp_path / "datasets" / "my_roads" / "classes.txt"
+    classes.write_text(classes.read_text() + "bus\n")
+    [_, grown] = resolve_cells(load_experiment(path))
+    with pytest.raises(CellFault, match=r"holds 3 classes \(.*\): the dataset's classes changed since"):
+        run_cell(grown, PrintReporter(root, quiet=True))
