@@ -21,10 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from harness.data.base import Sample
 from harness.data.cards import DatasetCard, bit_palette
-from harness.data.folder import SplitFiles, complete_samples, register_builtin, split_files
-from harness.data.preparation import SplitCheck, apply_lut, check_split_name, require
+from harness.data.folder import Layout, SplitFiles, register_builtin, split_files
+from harness.data.preparation import apply_lut
 
 NAME = "ade20k"
 RELEASE_DIR = "ADEChallengeData2016"
@@ -82,22 +81,10 @@ def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
 
 
 def _files(root: Path, split: str) -> SplitFiles:
-    image_dir, label_dir = _split_dirs(root, split)
-    return split_files(image_dir, label_dir, ".jpg", ".png")
+    return split_files(*_split_dirs(root, split), ".jpg", ".png")
 
 
-def list_samples(root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
-    check_split_name(NAME, split, SPLIT_DIRS)
-    image_dir, label_dir = _split_dirs(root, split)
-    require(dataset_dir(root), NAME, root, "dataset folder")
-    require(image_dir, NAME, root, "image folder")
-    require(label_dir, NAME, root, "annotation folder")
-    return complete_samples(_files(root, split), NAME, root, f"image(s) in {image_dir}")
-
-
-def check_split(root: Path, split: str) -> SplitCheck:
-    base = require(dataset_dir(root), NAME, root, "dataset folder")
-    return _files(root, split).check(NAME, split, OFFICIAL_SIZES[split], base)
+LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _split_dirs, _files)
 
 
 def make_card(options: dict[str, Any]) -> DatasetCard:
@@ -116,4 +103,4 @@ PREPARE_HINT = (
     f"Unpack ADEChallengeData2016.zip into <data root>/{NAME}/ (see datasets/README.md) and check it with "
     f"`python -m harness.prepare {NAME} --root <data root>`."
 )
-register_builtin(NAME, make_card, list_samples, check_split, tuple(SPLIT_DIRS), PREPARE_HINT, decode_label)
+register_builtin(LAYOUT, make_card, PREPARE_HINT, decode_label)

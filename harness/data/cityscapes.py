@@ -23,13 +23,11 @@ from typing import Any
 import numpy as np
 from cityscapesscripts.helpers import labels as cs_labels
 
-from harness.data.base import Sample
 from harness.data.cards import DatasetCard
-from harness.data.folder import SplitFiles, complete_samples, nested_split_files, register_builtin
-from harness.data.preparation import SplitCheck, apply_lut, check_split_name, require
+from harness.data.folder import Layout, SplitFiles, nested_split_files, register_builtin
+from harness.data.preparation import apply_lut
 
 NAME = "cityscapes"
-SPLITS = ("train", "val")
 OFFICIAL_SIZES = {"train": 2975, "val": 500}
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -72,23 +70,16 @@ def dataset_dir(root: Path) -> Path:
     return Path(root) / NAME
 
 
+def _folders(root: Path, split: str) -> tuple[Path, Path]:
+    base = dataset_dir(root)
+    return base / "leftImg8bit" / split, base / "gtFine" / split
+
+
 def _files(root: Path, split: str) -> SplitFiles:
-    base = dataset_dir(root)
-    return nested_split_files(base / "leftImg8bit" / split, base / "gtFine" / split, IMAGE_SUFFIX, LABEL_SUFFIX)
+    return nested_split_files(*_folders(root, split), IMAGE_SUFFIX, LABEL_SUFFIX)
 
 
-def list_samples(root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
-    check_split_name(NAME, split, SPLITS)
-    base = dataset_dir(root)
-    require(base, NAME, root, "dataset folder")
-    require(base / "leftImg8bit" / split, NAME, root, "image folder")
-    require(base / "gtFine" / split, NAME, root, "annotation folder")
-    return complete_samples(_files(root, split), NAME, root, f"image(s) of {split}")
-
-
-def check_split(root: Path, split: str) -> SplitCheck:
-    base = require(dataset_dir(root), NAME, root, "dataset folder")
-    return _files(root, split).check(NAME, split, OFFICIAL_SIZES[split], base)
+LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _folders, _files)
 
 
 def make_card(options: dict[str, Any]) -> DatasetCard:
@@ -107,4 +98,4 @@ PREPARE_HINT = (
     f"Unpack leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip into <data root>/{NAME}/ "
     f"(see datasets/README.md) and check it with `python -m harness.prepare {NAME} --root <data root>`."
 )
-register_builtin(NAME, make_card, list_samples, check_split, SPLITS, PREPARE_HINT, decode_label)
+register_builtin(LAYOUT, make_card, PREPARE_HINT, decode_label)

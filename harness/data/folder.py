@@ -27,6 +27,7 @@ from harness.data.preparation import (
     check_split_name,
     files_by_stem,
     prepare_command,
+    require,
 )
 from harness.data.registry import DatasetSpec, register
 
@@ -47,6 +48,7 @@ class SplitFiles:
     image_suffix: str
     label_suffix: str
     ids: tuple[Key, ...] | None = None  # a split list's ids, in order; None: every image
+    listed_in: str = ""  # the split list's file name
 
     @property
     def keys(self) -> list[Key]:
@@ -129,12 +131,14 @@ def _first(keys: list[Key]) -> str:
 
 
 def split_files(
-    image_dir: Path, label_dir: Path, image_suffix: str, label_suffix: str, ids: list[str] | None = None
+    image_dir: Path, label_dir: Path, image_suffix: str, label_suffix: str, id_list: Path | None = None
 ) -> SplitFiles:
-    """The files of a split whose images and labels sit in one folder each, matched by name."""
+    """The files of a split whose images and labels sit in one folder each, matched by name (and
+    chosen by the ids of `id_list`, the first word of each line, if given)."""
     images, labels = files_by_stem(image_dir, image_suffix), files_by_stem(label_dir, label_suffix)
-    listed = tuple(ids) if ids is not None else None
-    return SplitFiles(images, labels, image_dir, label_dir, image_suffix, label_suffix, listed)
+    ids = tuple(_read_ids(id_list)) if id_list is not None else None
+    listed_in = id_list.name if id_list is not None else ""
+    return SplitFiles(images, labels, image_dir, label_dir, image_suffix, label_suffix, ids, listed_in)
 
 
 def nested_split_files(image_root: Path, label_root: Path, image_suffix: str, label_suffix: str) -> SplitFiles:
@@ -150,11 +154,11 @@ def nested_split_files(image_root: Path, label_root: Path, image_suffix: str, la
     return SplitFiles(images, labels, image_root, label_root, image_suffix, label_suffix)
 
 
-def complete_samples(files: SplitFiles, name: str, root: Path, what: str) -> list[Sample]:
-    """The split's samples; a one-line DataError (with the prepare command) if any of `what` (e.g.
-    "image(s) of train") lacks its image or label."""
+def complete_samples(files: SplitFiles, name: str, root: Path) -> list[Sample]:
+    """The split's samples; a one-line DataError (with the prepare command) if any lacks its image or label."""
     absent = [k for k in files.keys if k not in files.images or k not in files.labels]
     if absent:
+        what = f"id(s) of {files.listed_in}" if files.ids is not None else f"image(s) in {files.image_dir}"
         raise DataError(
             f"{name}: {len(absent):,} {what} lack an image or a label (first: {files.missing_files()[0]}); "
             f"run `{prepare_command(name, root)} --check-only`"
@@ -162,19 +166,40 @@ def complete_samples(files: SplitFiles, name: str, root: Path, what: str) -> lis
     return files.samples()
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where a benchmark keeps its files: its folder, each split's image and label folders, and how
+    a split's files are matched. Gives the benchmark's `list_samples` and `check_split`."""
+
+    name: str
+    official: dict[str, int]  # image/label pairs of each official split
+    dataset_dir: Callable[[Path], Path]
+    folders: Callable[[Path, str], tuple[Path, Path]]  # (root, split) -> (image folder, label folder)
+    files: Callable[[Path, str], SplitFiles]
+
+    def list_samples(self, root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
+        check_split_name(self.name, split, self.official)
+        require(self.dataset_dir(root), self.name, root, "dataset folder")
+        image_dir, label_dir = self.folders(root, split)
+        require(image_dir, self.name, root, "image folder")
+        require(label_dir, self.name, root, "annotation folder")
+        return complete_samples(self.files(root, split), self.name, root)
+
+    def check_split(self, root: Path, split: str) -> SplitCheck:
+        base = require(self.dataset_dir(root), self.name, root, "dataset folder")
+        return self.files(root, split).check(self.name, split, self.official[split], base)
+
+
 def register_builtin(
-    name: str,
+    layout: Layout,
     make_card: Callable[[dict[str, Any]], DatasetCard],
-    list_samples: Callable[[Path, str, dict[str, Any]], list[Sample]],
-    check_split: Callable[[Path, str], SplitCheck],
-    splits: tuple[str, ...],
     prepare_hint: str,
     decode_label: Callable[[np.ndarray], np.ndarray] | None = None,
-    preparer: Preparer | None = None,
 ) -> DatasetSpec:
-    """Register a built-in benchmark with its split check for `harness.prepare`."""
-    preparer = preparer or Preparer(name, splits, check_split)
-    return register(DatasetSpec(name, make_card, list_samples, decode_label, {}, prepare_hint, preparer=preparer))
+    """Register a built-in benchmark read through its layout, with its split check for `harness.prepare`."""
+    preparer = Preparer(layout.name, tuple(layout.official), layout.check_split)
+    return register(DatasetSpec(layout.name, make_card, layout.list_samples, decode_label, {}, prepare_hint,
+                                preparer=preparer))
 
 
 # ---- a user's dataset described in an experiment (data.custom.<name>) ----
@@ -217,8 +242,7 @@ def folder_problems(name: str, root: Path, description: dict[str, Any]) -> list[
 
 def _files(root: Path, description: dict[str, Any], split: str) -> SplitFiles:
     image_dir, label_dir, id_list = _split_paths(root, description, split)
-    ids = _read_ids(id_list) if id_list is not None else None
-    return split_files(image_dir, label_dir, description["image_suffix"], description["label_suffix"], ids)
+    return split_files(image_dir, label_dir, description["image_suffix"], description["label_suffix"], id_list)
 
 
 def _lut(num_classes: int) -> np.ndarray:

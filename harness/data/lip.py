@@ -22,13 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.data.base import Sample
 from harness.data.cards import DatasetCard, bit_palette
-from harness.data.folder import SplitFiles, complete_samples, register_builtin, split_files
-from harness.data.preparation import SplitCheck, check_split_name, read_id_list, require
+from harness.data.folder import Layout, SplitFiles, register_builtin, split_files
+from harness.data.preparation import require
 
 NAME = "lip"
-SPLITS = ("train", "val")
 OFFICIAL_SIZES = {"train": 30462, "val": 10000}
 IMAGE_DIRS = {"train": "train_images", "val": "val_images"}
 LABEL_DIRS = {"train": "train_segmentations", "val": "val_segmentations"}
@@ -47,37 +45,26 @@ def dataset_dir(root: Path) -> Path:
     return Path(root) / NAME
 
 
-def _paths(root: Path, split: str) -> tuple[Path, Path, Path]:
-    """(image folder, label folder, id list) of a split."""
+def _id_list(root: Path, split: str) -> Path:
+    """The split's id list (under TrainVal_images/, or directly under lip/ in some copies); one-line
+    DataError if neither exists."""
     base = dataset_dir(root)
     id_list = base / "TrainVal_images" / f"{split}_id.txt"
     if not id_list.is_file() and (base / f"{split}_id.txt").is_file():
         id_list = base / f"{split}_id.txt"
-    image_dir = base / "TrainVal_images" / IMAGE_DIRS[split]
-    label_dir = base / "TrainVal_parsing_annotations" / LABEL_DIRS[split]
-    return image_dir, label_dir, id_list
+    return require(id_list, NAME, root, "split list", is_file=True)
 
 
-def _files(root: Path, split: str) -> tuple[SplitFiles, Path]:
-    """The split's files (by its id list) and the id list."""
-    image_dir, label_dir, id_list = _paths(root, split)
-    ids = read_id_list(id_list, NAME, root)
-    return split_files(image_dir, label_dir, ".jpg", ".png", ids), id_list
+def _folders(root: Path, split: str) -> tuple[Path, Path]:
+    base = dataset_dir(root)
+    return base / "TrainVal_images" / IMAGE_DIRS[split], base / "TrainVal_parsing_annotations" / LABEL_DIRS[split]
 
 
-def list_samples(root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
-    check_split_name(NAME, split, SPLITS)
-    require(dataset_dir(root), NAME, root, "dataset folder")
-    image_dir, label_dir, _ = _paths(root, split)
-    require(image_dir, NAME, root, "image folder")
-    require(label_dir, NAME, root, "annotation folder")
-    files, id_list = _files(root, split)
-    return complete_samples(files, NAME, root, f"id(s) of {id_list.name}")
+def _files(root: Path, split: str) -> SplitFiles:
+    return split_files(*_folders(root, split), ".jpg", ".png", _id_list(root, split))
 
 
-def check_split(root: Path, split: str) -> SplitCheck:
-    base = require(dataset_dir(root), NAME, root, "dataset folder")
-    return _files(root, split)[0].check(NAME, split, OFFICIAL_SIZES[split], base)
+LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _folders, _files)
 
 
 def make_card(options: dict[str, Any]) -> DatasetCard:
@@ -102,4 +89,4 @@ PREPARE_HINT = (
     f"Unpack TrainVal_images.zip and TrainVal_parsing_annotations.zip into <data root>/{NAME}/ "
     f"(see datasets/README.md) and check it with `python -m harness.prepare {NAME} --root <data root>`."
 )
-register_builtin(NAME, make_card, list_samples, check_split, SPLITS, PREPARE_HINT)
+register_builtin(LAYOUT, make_card, PREPARE_HINT)

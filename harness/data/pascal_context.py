@@ -39,7 +39,7 @@ from harness.data.preparation import (
     read_id_list,
     require,
 )
-from harness.data.folder import register_builtin
+from harness.data.registry import DatasetSpec, register
 
 NAME = "pascal_context59"
 SPLITS = ("train", "val")
@@ -188,4 +188,4 @@ PREPARE_HINT = (
 PREPARER = Preparer(NAME, SPLITS, check_split, conversion_jobs, f"{NAME}: .mat -> PNG train ids")
 
 
-register_builtin(NAME, make_card, list_samples, check_split, SPLITS, PREPARE_HINT, preparer=PREPARER)
+register(DatasetSpec(NAME, make_card, list_samples, None, {}, PREPARE_HINT, preparer=PREPARER))
