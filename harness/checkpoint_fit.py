@@ -13,8 +13,8 @@ from typing import Iterable
 
 import torch
 
-_TINY = {"feats_channels": 8, "head_channels": 8, "refine_channels": 8, "aux_channels": 8}
-_TINY_CHANNELS = [8, 8, 8, 8]
+TINY = {"feats_channels": 8, "head_channels": 8, "refine_channels": 8, "aux_channels": 8}
+TINY_CHANNELS = [8, 8, 8, 8]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Finding:
     num_classes: int = 0
 
 
-def _names(keys: Iterable[str], depth: int = 2) -> str:
+def names_of(keys: Iterable[str], depth: int = 2) -> str:
     """A short list of the module paths of `keys` (first `depth` parts), e.g. "head.stage2.*, head.relations_mean"."""
     shown = []
     for key in keys:
@@ -51,8 +51,8 @@ def head_key_names(framework: str, idr: bool, cfg) -> set[str]:
     spec = framework_spec(framework)
     if not isinstance(spec, Framework):
         return set()
-    tiny = cfg.model_copy(update=_TINY)
-    head = build_head(spec, idr, _TINY_CHANNELS, 2, tiny)
+    tiny = cfg.model_copy(update=TINY)
+    head = build_head(spec, idr, TINY_CHANNELS, 2, tiny)
     return {f"head.{key}" for key in head.state_dict()}
 
 
@@ -88,8 +88,8 @@ def diagnose(state: dict[str, torch.Tensor], model: torch.nn.Module, framework: 
                 extra = sorted(held - set(ours) or set(ours) - held, key=_telling_first)
                 if candidate == framework:
                     kind = "idr" if candidate_idr else "baseline"
-                    return Finding(kind, _names(extra), candidate, candidate_idr)
-                return Finding("framework", _names(extra), candidate, candidate_idr)
+                    return Finding(kind, names_of(extra), candidate, candidate_idr)
+                return Finding("framework", names_of(extra), candidate, candidate_idr)
         return None
     return class_count(state, ours, num_classes)
 
@@ -118,73 +118,3 @@ def datasets_with(num_classes: int) -> list[str]:
     from harness.official import OFFICIAL_NUM_CLASSES
 
     return sorted(name for name, count in OFFICIAL_NUM_CLASSES.items() if count == num_classes)
-
-
-# ---- official (sssegmentation) checkpoints: harness.convert
-
-
-def _official_sources(official: dict[str, torch.Tensor], framework: str, idr: bool, dataset: str) -> list[str] | None:
-    """The official module names the (framework, idr) model reads, if the checkpoint has exactly that
-    head structure (same tensors under each, by count and leaf name); None if it has another."""
-    from types import SimpleNamespace
-
-    from harness.convert import _baseline_pairs, _idr_pairs, _under
-    from harness.official import check_pair, our_model_config
-    from models.registry import build_head, framework_spec
-
-    try:
-        check_pair(framework, dataset, idr=idr)
-    except ValueError:
-        return None
-    tiny = our_model_config(framework, dataset, idr).model_copy(update=_TINY)
-    head = build_head(framework_spec(framework), idr, _TINY_CHANNELS, 2, tiny)
-    ours = [f"head.{key}" for key in head.state_dict()]  # in registration order, as the converter pairs them
-    pairs = _idr_pairs(SimpleNamespace(head=head)) if idr else _baseline_pairs(framework)
-    for source, targets in pairs:
-        theirs = _under(official, source)
-        mine = [(key, prefix) for prefix in targets for key in _under(ours, prefix)]
-        if len(theirs) != len(mine) or any(
-            t[len(source):].rsplit(".", 1)[-1] != m[len(p):].rsplit(".", 1)[-1] for t, (m, p) in zip(theirs, mine)
-        ):
-            return None
-    sources = [source for source, _ in pairs]
-    head_keys = [k for k in official if not k.startswith(("backbone_net.", "auxiliary_decoder."))]
-    if not all(any(_under([key], source) for source in sources) for key in head_keys):
-        return None
-    return sources
-
-
-def diagnose_official(official: dict[str, torch.Tensor], framework: str, idr: bool, dataset: str,
-                      num_classes: int) -> Finding | None:
-    """What an official checkpoint holds when it is not (framework, idr) with `num_classes` classes."""
-    from harness.official import FRAMEWORKS
-
-    asked = _official_sources(official, framework, idr, dataset)
-    if asked is None:
-        for candidate in dict.fromkeys([framework, *FRAMEWORKS]):
-            for candidate_idr in (idr, not idr):
-                found = _official_sources(official, candidate, candidate_idr, dataset)
-                if found is None:
-                    continue
-                tops = {source.split(".")[0] for source in found} - set(_plain_sources(framework, idr))
-                telling = sorted((k for k in official if k.split(".")[0] in tops),
-                                 key=lambda k: (not k.startswith(("decoder_stage", "class_relations")), k))
-                evidence = _names(telling, 1)
-                kind = "framework" if candidate != framework else ("idr" if candidate_idr else "baseline")
-                return Finding(kind, evidence or "its head's tensors", candidate, candidate_idr)
-        return None
-    aux = [k for k in official if k.startswith("auxiliary_decoder.") and official[k].ndim == 4]
-    if aux and official[aux[-1]].shape[0] != num_classes:
-        shape = "x".join(map(str, official[aux[-1]].shape))
-        return Finding("classes", f"{aux[-1]} is {shape}", num_classes=int(official[aux[-1]].shape[0]))
-    return None
-
-
-def _plain_sources(framework: str, idr: bool) -> list[str]:
-    """The official module names of (framework, idr) as the converter pairs them (no model needed for
-    the baseline; IDR's are the same for every framework but its context)."""
-    from harness.convert import _IDR_BUFFERS, _baseline_pairs
-
-    if not idr:
-        return [source for source, _ in _baseline_pairs(framework)]
-    return ["bottleneck", "decoder_stage1", "decoder_stage2", "idcontext_refiner", *_IDR_BUFFERS]

@@ -17,11 +17,10 @@ it stops on a raw value outside 0-150 (255 included) unless told to ignore it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from harness.data.cards import DatasetCard, bit_palette
+from harness.data.cards import bit_palette
 from harness.data.folder import Layout, SplitFiles, register_builtin, split_files
 from harness.data.preparation import apply_lut
 
@@ -87,20 +86,13 @@ def _files(root: Path, split: str) -> SplitFiles:
 LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _split_dirs, _files)
 
 
-def make_card(options: dict[str, Any]) -> DatasetCard:
-    return DatasetCard(
-        name=NAME,
-        class_names=CLASS_NAMES,
-        palette=PALETTE,
-        splits=dict(OFFICIAL_SIZES),
-        base_scale=(2048, 512),
-        crop_size=(512, 512),
-        test_protocol="resize to (2048, 512) keeping the aspect ratio, whole image, single scale",
-    )
-
-
-PREPARE_HINT = (
-    f"Unpack ADEChallengeData2016.zip into <data root>/{NAME}/ (see datasets/README.md) and check it with "
-    f"`python -m harness.prepare {NAME} --root <data root>`."
+register_builtin(
+    LAYOUT,
+    CLASS_NAMES,
+    PALETTE,
+    "ADEChallengeData2016.zip",
+    decode_label,
+    base_scale=(2048, 512),
+    crop_size=(512, 512),
+    test_protocol="resize to (2048, 512) keeping the aspect ratio, whole image, single scale",
 )
-register_builtin(LAYOUT, make_card, PREPARE_HINT, decode_label)

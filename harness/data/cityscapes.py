@@ -18,12 +18,10 @@ it stops on a raw id its table lacks unless told to ignore it, where we ignore i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from cityscapesscripts.helpers import labels as cs_labels
 
-from harness.data.cards import DatasetCard
 from harness.data.folder import Layout, SplitFiles, nested_split_files, register_builtin
 from harness.data.preparation import apply_lut
 
@@ -82,20 +80,13 @@ def _files(root: Path, split: str) -> SplitFiles:
 LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _folders, _files)
 
 
-def make_card(options: dict[str, Any]) -> DatasetCard:
-    return DatasetCard(
-        name=NAME,
-        class_names=CLASS_NAMES,
-        palette=PALETTE,
-        splits=dict(OFFICIAL_SIZES),
-        base_scale=(2048, 1024),
-        crop_size=(512, 1024),
-        test_protocol="whole image at 2048x1024, single scale",
-    )
-
-
-PREPARE_HINT = (
-    f"Unpack leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip into <data root>/{NAME}/ "
-    f"(see datasets/README.md) and check it with `python -m harness.prepare {NAME} --root <data root>`."
+register_builtin(
+    LAYOUT,
+    CLASS_NAMES,
+    PALETTE,
+    "leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip",
+    decode_label,
+    base_scale=(2048, 1024),
+    crop_size=(512, 1024),
+    test_protocol="whole image at 2048x1024, single scale",
 )
-register_builtin(LAYOUT, make_card, PREPARE_HINT, decode_label)

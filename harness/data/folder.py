@@ -192,13 +192,20 @@ class Layout:
 
 def register_builtin(
     layout: Layout,
-    make_card: Callable[[dict[str, Any]], DatasetCard],
-    prepare_hint: str,
+    class_names: tuple[str, ...],
+    palette: tuple[tuple[int, int, int], ...],
+    release: str,
     decode_label: Callable[[np.ndarray], np.ndarray] | None = None,
+    **card: Any,
 ) -> DatasetSpec:
-    """Register a built-in benchmark read through its layout, with its split check for `harness.prepare`."""
+    """Register a built-in benchmark read through its layout: its card (class names, palette, official
+    split sizes and the `card` settings), its split check for `harness.prepare`, and the hint naming
+    the official `release` files to unpack."""
+    fixed = DatasetCard(name=layout.name, class_names=class_names, palette=palette, splits=dict(layout.official), **card)
+    hint = (f"Unpack {release} into <data root>/{layout.name}/ (see datasets/README.md) and check it with "
+            f"`python -m harness.prepare {layout.name} --root <data root>`.")
     preparer = Preparer(layout.name, tuple(layout.official), layout.check_split)
-    return register(DatasetSpec(layout.name, make_card, layout.list_samples, decode_label, {}, prepare_hint,
+    return register(DatasetSpec(layout.name, lambda options: fixed, layout.list_samples, decode_label, {}, hint,
                                 preparer=preparer))
 
 

@@ -20,9 +20,8 @@ ignores values >= 20), checked in tests/test_dataset_protocols.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from harness.data.cards import DatasetCard, bit_palette
+from harness.data.cards import bit_palette
 from harness.data.folder import Layout, SplitFiles, register_builtin, split_files
 from harness.data.preparation import require
 
@@ -67,26 +66,19 @@ def _files(root: Path, split: str) -> SplitFiles:
 LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _folders, _files)
 
 
-def make_card(options: dict[str, Any]) -> DatasetCard:
-    return DatasetCard(
-        name=NAME,
-        class_names=CLASS_NAMES,
-        palette=PALETTE,
-        splits=dict(OFFICIAL_SIZES),
-        base_scale=(520, 520),
-        keep_ratio=False,
-        ratio_range=(0.75, 1.25),
-        crop_size=(473, 473),
-        flip_swap=FLIP_SWAP,
-        rotate_prob=0.6,
-        rotate_degrees=30.0,
-        test_scale=(473, 473),
-        test_protocol="resize to 473x473 (aspect ratio not kept), whole image, single scale",
-    )
-
-
-PREPARE_HINT = (
-    f"Unpack TrainVal_images.zip and TrainVal_parsing_annotations.zip into <data root>/{NAME}/ "
-    f"(see datasets/README.md) and check it with `python -m harness.prepare {NAME} --root <data root>`."
+register_builtin(
+    LAYOUT,
+    CLASS_NAMES,
+    PALETTE,
+    "TrainVal_images.zip and TrainVal_parsing_annotations.zip",
+    None,
+    base_scale=(520, 520),
+    keep_ratio=False,
+    ratio_range=(0.75, 1.25),
+    crop_size=(473, 473),
+    flip_swap=FLIP_SWAP,
+    rotate_prob=0.6,
+    rotate_degrees=30.0,
+    test_scale=(473, 473),
+    test_protocol="resize to 473x473 (aspect ratio not kept), whole image, single scale",
 )
-register_builtin(LAYOUT, make_card, PREPARE_HINT)
