@@ -69,14 +69,14 @@ def main(argv: list[str] | None = None) -> int:
     options: dict = {}
     if args.experiment is not None:
         from harness.config import ConfigError, custom_dataset
-        from harness.data import get_spec
+        from harness.data.building import spec_for
 
         try:
             data_root, options = custom_dataset(args.experiment, args.dataset)
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        known = {args.dataset: get_spec(args.dataset, options).preparer}
+        known = {args.dataset: spec_for(args.dataset, options).preparer}
         args.root = args.root if args.root_given else str(data_root)
     if args.dataset not in known:
         print(f"error: unknown dataset {args.dataset!r}; allowed: {', '.join(sorted(known))} "

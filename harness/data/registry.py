@@ -1,7 +1,8 @@
 """The dataset registry: each benchmark module registers a :class:`DatasetSpec` under its name.
 
 A dataset that is a folder of images and a folder of label PNGs needs no code: an experiment
-describes it under ``data.custom.<name>`` (:mod:`harness.data.folder`). To add a benchmark, write a module with a card, a function listing (image, label) file pairs for
+describes it under ``data.custom.<name>`` (:mod:`harness.data.folder`,
+:func:`harness.data.building.spec_for`). To add a benchmark, write a module with a card, a function listing (image, label) file pairs for
 a split, (if needed) a label decoder and a :class:`Preparer`, call :func:`register` at import
 time, and import the module in ``harness/data/__init__.py``.
 """
@@ -51,13 +52,7 @@ def preparers() -> dict[str, Preparer]:
     return {name: spec.preparer for name, spec in sorted(_REGISTRY.items()) if spec.preparer is not None}
 
 
-def get_spec(name: str, options: dict[str, Any] | None = None) -> DatasetSpec:
-    """The registered dataset `name`, or the folder dataset its options describe (``options["folder"]``,
-    a custom dataset of an experiment's ``data.custom``)."""
-    if options and options.get("folder") is not None:
-        from harness.data.folder import folder_spec
-
-        return folder_spec(name, options["folder"])
+def get_spec(name: str) -> DatasetSpec:
     if name not in _REGISTRY:
         raise KeyError(f"unknown dataset {name!r}; allowed: {', '.join(dataset_names())}")
     return _REGISTRY[name]
