@@ -19,7 +19,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
@@ -104,9 +114,11 @@ class Grid(Strict):
     def _known_frameworks(cls, v: list[str]) -> list[str]:
         if not _REGISTRY_CHECKS.get():
             return v
-        from models.registry import all_framework_names
+        from models.registry import check_framework
 
-        return _check_names(v, all_framework_names(), "framework")
+        for name in v:
+            check_framework(name)
+        return v
 
     @model_validator(mode="after")
     def _schemes_have_baseline_cells(self) -> "Grid":
@@ -121,12 +133,17 @@ class Grid(Strict):
 
     @field_validator("datasets")
     @classmethod
-    def _known_datasets(cls, v: list[str]) -> list[str]:
+    def _known_datasets(cls, v: list[str], info: ValidationInfo) -> list[str]:
         if not _REGISTRY_CHECKS.get():
             return v
         from harness.data import dataset_names
 
-        return _check_names(v, dataset_names(), "dataset")
+        return _check_names(v, dataset_names() + _custom_names(info), "dataset")
+
+
+def _custom_names(info: ValidationInfo) -> list[str]:
+    """The names of the experiment's own folder datasets (data.custom), passed as validation context."""
+    return list((info.context or {}).get("custom_datasets", ()))
 
 
 class ModelConfig(Strict):
@@ -255,23 +272,96 @@ class ScalingConfig(Strict):
     )
 
 
+class FolderSplit(Strict):
+    """One split of a folder dataset: folders (and optionally a list of ids), relative to its path."""
+
+    images: str
+    labels: str
+    list: str | None = Field(default=None, description="a file of sample ids (file names without suffix), one a line")
+
+
+class FolderDatasetConfig(Strict):
+    """A user's dataset: a folder of images and a folder of label PNGs per split (harness/data/folder.py)."""
+
+    path: str = Field(description="the dataset's folder, relative to data.root (or absolute)")
+    splits: dict[str, FolderSplit] = Field(min_length=1)
+    image_suffix: str = ".jpg"
+    label_suffix: str = ".png"
+    classes: list[str] | str = Field(description="class names in label-value order, or a file (one name a line)")
+    palette: list[tuple[int, int, int]] | None = None
+    ignore_index: int = Field(default=255, ge=0, le=65535)
+    reduce_zero_label: bool = Field(default=False, description="label 0 is 'other' (ignored); k is class k - 1")
+    crop_size: tuple[PositiveInt, PositiveInt] = (512, 512)
+    base_scale: tuple[PositiveInt, PositiveInt] = (2048, 512)
+    keep_ratio: bool = True
+    ratio_range: tuple[PositiveFloat, PositiveFloat] = (0.5, 2.0)
+    focus_classes: list[str] = Field(default_factory=list, description="classes whose IoU the tables show one by one")
+
+    def resolved(self, root: str, name: str) -> dict[str, Any]:
+        """The description with its class file read: what a cell carries (options["folder"])."""
+        classes = self.classes
+        if isinstance(classes, str):
+            path = Path(root) / self.path / classes
+            if not path.is_file():
+                raise ValueError(f"custom.{name}.classes: class file {path} not found")
+            classes = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        problems = []
+        if not classes or len(set(classes)) != len(classes):
+            problems.append(f"custom.{name}.classes: expected distinct class names, got {len(classes)} "
+                            f"({len(classes) - len(set(classes))} repeated)")
+        if self.palette is not None and len(self.palette) != len(classes):
+            problems.append(f"custom.{name}.palette: {len(self.palette)} colours for {len(classes)} classes")
+        unknown = [c for c in self.focus_classes if c not in classes]
+        if unknown:
+            problems.append(f"custom.{name}.focus_classes: {unknown[0]!r} is not one of its classes")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return {**self.model_dump(mode="json"), "classes": classes}
+
+
 class DataConfig(Strict):
     root: str = "datasets"
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per-dataset options, e.g. context_scenes: {num_train: 400}"
     )
+    custom: dict[str, FolderDatasetConfig] = Field(
+        default_factory=dict, description="your own datasets: name -> folders, classes (harness/data/folder.py)"
+    )
 
     @field_validator("options")
     @classmethod
-    def _known_datasets(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def _known_datasets(cls, v: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
         if not _REGISTRY_CHECKS.get():
             return v
-        from harness.data import dataset_names, validate_options
+        from harness.data import CARD_OPTIONS, dataset_names, validate_options
 
-        _check_names(list(v), dataset_names(), "dataset")
+        custom = _custom_names(info)
+        _check_names(list(v), dataset_names() + custom, "dataset")
         for name, opts in v.items():
-            validate_options(name, opts)
+            if name in custom:
+                _check_names(list(opts), list(CARD_OPTIONS), f"option of {name} (describe it under data.custom)")
+            else:
+                validate_options(name, opts)
         return v
+
+    @model_validator(mode="after")
+    def _custom_datasets(self) -> "DataConfig":
+        if self.custom and _REGISTRY_CHECKS.get():
+            from harness.data import dataset_names
+
+            taken = [name for name in self.custom if name in dataset_names()]
+            if taken:
+                raise ValueError(f"custom.{taken[0]}: a built-in dataset has this name; choose another")
+        for name, description in self.custom.items():
+            description.resolved(self.root, name)
+        return self
+
+    def options_of(self, dataset: str) -> dict[str, Any]:
+        """A cell's dataset options: data.options.<dataset>, plus the description of a custom dataset."""
+        options = dict(self.options.get(dataset, {}))
+        if dataset in self.custom:
+            options["folder"] = self.custom[dataset].resolved(self.root, dataset)
+        return options
 
 
 class Override(Strict):
@@ -320,7 +410,8 @@ class Cell(Strict):
 
     @property
     def cell_id(self) -> str:
-        variant = f"{self.framework}+idr" if self.idr else self.framework
+        framework = self.framework.replace(":", "-")  # an import path (my_pkg.heads:HEAD) as a folder name
+        variant = f"{framework}+idr" if self.idr else framework
         swept = "".join(f"_{path.rsplit('.', 1)[-1]}{value}" for path, value in self.sweep.items())
         return f"{variant}_{self.dataset}_{self.model.backbone}_s{self.seed}{swept}"
 
@@ -396,7 +487,7 @@ def expand_cells(exp: Experiment) -> list[Cell]:
                     idr=idr,
                     seed=seed,
                     data_root=exp.data.root,
-                    data_options=exp.data.options.get(dataset, {}),
+                    data_options=exp.data.options_of(dataset),
                     sweep=values,
                     **_cell_sections(exp, keys, values),
                 )
@@ -524,6 +615,16 @@ def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return _validate(raw, source)
 
 
+def custom_dataset(path: str | Path, name: str) -> tuple[Path, dict[str, Any]]:
+    """(data root, dataset options) of the folder dataset `name` that experiment `path` describes
+    under data.custom; ConfigError (one line) if the file is bad or does not describe it."""
+    exp = load_experiment(path)
+    if name not in exp.data.custom:
+        known = ", ".join(exp.data.custom) or "none"
+        raise ConfigError(f"{path}: data.custom has no dataset {name!r} (it describes: {known})")
+    return Path(exp.data.root).expanduser(), exp.data.options_of(name)
+
+
 def validated_cell(data: dict[str, Any]) -> Cell:
     """A cell the driver has validated in full, rebuilt in a Ray process without importing the registries."""
     with _without_registry_checks():
@@ -531,8 +632,10 @@ def validated_cell(data: dict[str, Any]) -> Cell:
 
 
 def _validate(raw: dict[str, Any], source: str) -> Experiment:
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    custom = data.get("custom") if isinstance(data.get("custom"), dict) else {}
     try:
-        exp = Experiment.model_validate(raw)
+        exp = Experiment.model_validate(raw, context={"custom_datasets": list(custom)})
         expand_cells(exp)  # swept values are validated where they land
         return exp
     except ValidationError as err:

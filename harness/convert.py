@@ -21,10 +21,12 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
+from harness.checkpoint_fit import TINY, TINY_CHANNELS, Finding, describe, names_of
 from harness.fileio import sha256_of_file
 from harness.official import (
     FRAMEWORKS,
@@ -43,6 +45,15 @@ _IDR_BUFFERS = {
     "class_relations_var": "head.relations_var",
     "selected_classes_counter": "head.pick_counts",
     "dl_cls_representations": "head.dataset_reps",
+}
+
+
+# what to pass instead when the checkpoint holds another model (harness/checkpoint_fit.py)
+CONVERT_FLAGS = {
+    "idr": "add --idr",
+    "baseline": "drop --idr",
+    "framework": "use --framework {framework}{idr}",
+    "classes": "use --dataset {datasets}",
 }
 
 
@@ -280,6 +291,69 @@ def convert_state_dict(
     return {k: out[k].to(ours[k].dtype).clone() for k in ours}
 
 
+# ------------------------------------------------------------------------------- a checkpoint of another model
+
+
+def _official_sources(official: dict[str, torch.Tensor], framework: str, idr: bool, dataset: str,
+                      backbone: str) -> list[str] | None:
+    """The official module names the (framework, idr) model reads, if the checkpoint has exactly that
+    head structure (same tensors under each, by count and leaf name); None if it has another."""
+    from models.registry import build_head, framework_spec
+
+    try:
+        check_pair(framework, dataset, backbone, idr)
+    except ValueError:
+        return None
+    tiny = our_model_config(framework, dataset, idr, backbone).model_copy(update=TINY)
+    head = build_head(framework_spec(framework), idr, TINY_CHANNELS, 2, tiny)
+    ours = [f"head.{key}" for key in head.state_dict()]  # in registration order, as the converter pairs them
+    pairs = _idr_pairs(SimpleNamespace(head=head)) if idr else _baseline_pairs(framework)
+    for source, targets in pairs:
+        theirs = _under(official, source)
+        mine = [(key, prefix) for prefix in targets for key in _under(ours, prefix)]
+        if len(theirs) != len(mine) or any(
+            t[len(source):].rsplit(".", 1)[-1] != m[len(p):].rsplit(".", 1)[-1] for t, (m, p) in zip(theirs, mine)
+        ):
+            return None
+    sources = [source for source, _ in pairs]
+    head_keys = [k for k in official if not k.startswith(("backbone_net.", "auxiliary_decoder."))]
+    if not all(any(_under([key], source) for source in sources) for key in head_keys):
+        return None
+    return sources
+
+
+def diagnose_official(official: dict[str, torch.Tensor], framework: str, idr: bool, dataset: str,
+                      num_classes: int, backbone: str = R50) -> Finding | None:
+    """What an official checkpoint holds when it is not (framework, idr) with `num_classes` classes."""
+    asked = _official_sources(official, framework, idr, dataset, backbone)
+    if asked is None:
+        for candidate in dict.fromkeys([framework, *FRAMEWORKS]):
+            for candidate_idr in (idr, not idr):
+                found = _official_sources(official, candidate, candidate_idr, dataset, backbone)
+                if found is None:
+                    continue
+                tops = {source.split(".")[0] for source in found} - set(_plain_sources(framework, idr))
+                telling = sorted((k for k in official if k.split(".")[0] in tops),
+                                 key=lambda k: (not k.startswith(("decoder_stage", "class_relations")), k))
+                evidence = names_of(telling, 1)
+                kind = "framework" if candidate != framework else ("idr" if candidate_idr else "baseline")
+                return Finding(kind, evidence or "its head's tensors", candidate, candidate_idr)
+        return None
+    aux = [k for k in official if k.startswith("auxiliary_decoder.") and official[k].ndim == 4]
+    if aux and official[aux[-1]].shape[0] != num_classes:
+        shape = "x".join(map(str, official[aux[-1]].shape))
+        return Finding("classes", f"{aux[-1]} is {shape}", num_classes=int(official[aux[-1]].shape[0]))
+    return None
+
+
+def _plain_sources(framework: str, idr: bool) -> list[str]:
+    """The official module names of (framework, idr) as the converter pairs them (no model needed for
+    the baseline; IDR's are the same for every framework but its context)."""
+    if not idr:
+        return [source for source, _ in _baseline_pairs(framework)]
+    return ["bottleneck", "decoder_stage1", "decoder_stage2", "idcontext_refiner", *_IDR_BUFFERS]
+
+
 # ------------------------------------------------------------------------------- files
 
 
@@ -328,6 +402,9 @@ def convert_file(
         raise ConversionError([str(exc)]) from None
     official = load_official_state_dict(source)
     num_classes = OFFICIAL_NUM_CLASSES[dataset] if num_classes is None else num_classes
+    finding = diagnose_official(official, framework, idr, dataset, num_classes, backbone)
+    if finding is not None:
+        raise ConversionError([f"{source}: {describe(finding, CONVERT_FLAGS)}"])
     model, cfg = build_official_model(framework, idr, dataset, backbone, num_classes)
     state = convert_state_dict(official, model, framework, idr, backbone)
     provenance = {

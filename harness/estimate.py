@@ -108,8 +108,12 @@ def eval_pixels_per_image(cell: Cell, card) -> float:
 
 
 def model_key(cell: Cell, num_classes: int) -> str:
+    from models.registry import framework_source
+
     model = cell.model.model_dump_json(exclude={"pretrained"})
-    return f"{cell.framework}|{cell.idr}|{num_classes}|{model}"
+    key = f"{cell.framework}|{cell.idr}|{num_classes}|{model}"
+    source = framework_source(cell.framework)  # a user's framework: its code decides the count too
+    return key + f"|{hashlib.sha256(source.encode()).hexdigest()[:16]}" if source else key
 
 
 def count_model_flops(cell: Cell, num_classes: int, ignore_index: int) -> Callable[[tuple[int, int]], int]:

@@ -15,6 +15,10 @@ Turns an unpacked official release under ``PATH/<dataset>/`` into the layout the
   differs from the official one, or extra files, exit 1 unless ``--allow-partial``; missing files
   and unconverted labels always exit 1, since training would fail on them.
 
+A user's own dataset (``data.custom.<name>`` of an experiment) is checked the same way with
+``python -m harness.prepare <name> --experiment <file> --verify``: its splits have no official
+size, so a check passes when every image has its label and back.
+
 Exit status: 0 ok, 1 split check failed, 2 bad input (unknown dataset, missing root, unreadable
 or invalid file), reported in one line.
 
@@ -41,14 +45,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Convert an unpacked official release into the training layout and check its split sizes.",
     )
     parser.add_argument("dataset", help=f"one of: {', '.join(REAL_DATASETS)}")
-    parser.add_argument("--root", default="datasets", help="data root holding <dataset>/ (default: datasets)")
+    parser.add_argument("--root", default=None, help="data root holding <dataset>/ (default: datasets)")
     parser.add_argument("--check-only", action="store_true", help="convert nothing; only report")
     parser.add_argument(
         "--allow-partial", action="store_true", help="accept split sizes that differ from the official release"
     )
     parser.add_argument("--verify", action="store_true",
                         help="then decode every image and label once and stamp the dataset as verified")
-    return parse_or_exit(parser, argv)
+    parser.add_argument("--experiment", default=None, type=Path,
+                        help="an experiment file describing DATASET under data.custom (its folders, classes); "
+                             "--root defaults to its data.root")
+    args = parse_or_exit(parser, argv)
+    args.root_given = args.root is not None
+    args.root = args.root or "datasets"
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,8 +66,21 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     known = preparers()
+    options: dict = {}
+    if args.experiment is not None:
+        from harness.config import ConfigError, custom_dataset
+        from harness.data.building import spec_for
+
+        try:
+            data_root, options = custom_dataset(args.experiment, args.dataset)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        known = {args.dataset: spec_for(args.dataset, options).preparer}
+        args.root = args.root if args.root_given else str(data_root)
     if args.dataset not in known:
-        print(f"error: unknown dataset {args.dataset!r}; allowed: {', '.join(sorted(known))}", file=sys.stderr)
+        print(f"error: unknown dataset {args.dataset!r}; allowed: {', '.join(sorted(known))} "
+              "(your own dataset: describe it under data.custom and pass --experiment)", file=sys.stderr)
         return 2
     prep = known[args.dataset]
     root = Path(args.root).expanduser()
@@ -87,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.verify:
             from harness.data.verify import run_verify
 
-            return run_verify(prep.name, root, console)
+            return run_verify(prep.name, root, console, options)
         return 0
     if any(check.pending for check in checks):
         hint = "run without --check-only to convert the labels"

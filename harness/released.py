@@ -96,6 +96,15 @@ def released_id(cell: Cell) -> str:
     return f"released_{cell.cell_id}@{protocol_tag(cell.eval)}"
 
 
+# what `harness.evaluate --checkpoint` asks for instead when a checkpoint holds another model
+CHECKPOINT_FLAGS = {
+    "idr": "add --idr",
+    "baseline": "drop --idr",
+    "framework": "use --framework {framework}{idr}",
+    "classes": "use --dataset {datasets}",
+}
+
+
 def load_state(path: Path) -> dict[str, torch.Tensor]:
     """The state dict of a model.pt in our format ({"model": state dict}); weights only, no code."""
     try:
@@ -118,6 +127,11 @@ def build_released_model(cell: Cell, state: dict[str, torch.Tensor], path: Path,
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
+        from harness.checkpoint_fit import describe, diagnose
+
+        finding = diagnose(state, model, cell.framework, cell.idr, num_classes, cell.model)
+        if finding is not None:
+            raise ReleasedError(f"{path}: {describe(finding, CHECKPOINT_FLAGS)}") from None
         raise ReleasedError(f"{path}: does not fit {cell.framework}{'+idr' if cell.idr else ''} on {cell.dataset} "
                             f"with {num_classes} classes ({' '.join(str(exc).split())[:300]})") from None
     return model

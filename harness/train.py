@@ -377,9 +377,37 @@ def restore(run: CellRun) -> None:
     """Continue from the checkpoint the reporter offers (a retry, or `--resume`), if any."""
     resume_from = run.reporter.restore()
     if resume_from is not None:
-        run.start_iteration = load_checkpoint(resume_from, run.net, run.optimizer, run.scaler, run.rank, run.log)
+        try:
+            run.start_iteration = load_checkpoint(resume_from, run.net, run.optimizer, run.scaler, run.rank, run.log)
+        except RuntimeError as err:
+            if "Error(s) in loading state_dict" not in str(err):
+                raise
+            raise CellFault(checkpoint_mismatch(run, resume_from, err)) from None
         run.curve = [p for p in checkpoint_curve(resume_from) if p["iteration"] <= run.start_iteration]
         run.log(f"resumed from {resume_from} at iteration {run.start_iteration}")
+
+
+# what to do when the checkpoint a cell would resume from holds another model
+RESUME_FLAGS = {
+    "idr": "it is not this cell's; run without --resume (or remove it) to start afresh",
+    "baseline": "it is not this cell's; run without --resume (or remove it) to start afresh",
+    "framework": "it is not this cell's; run without --resume (or remove it) to start afresh",
+    "classes": "the dataset's classes changed since; restore them, or run without --resume to start afresh",
+}
+
+
+def checkpoint_mismatch(run: CellRun, directory: Path, err: RuntimeError) -> str:
+    """One line: what the checkpoint holds instead of the cell's model, and what to do."""
+    from harness.checkpoint_fit import describe, diagnose
+
+    cell = run.cell
+    state = torch.load(directory / MODEL_FILE, map_location="cpu", weights_only=True)["model"]
+    classes = run.train_set.card.num_classes
+    finding = diagnose(state, run.net, cell.framework, cell.idr, classes, cell.model)
+    if finding is not None:
+        return f"{cell.cell_id}: checkpoint {directory} {describe(finding, RESUME_FLAGS)}"
+    return (f"{cell.cell_id}: checkpoint {directory} does not fit the cell's model "
+            f"({' '.join(str(err).split())[:200]}); run without --resume to start afresh")
 
 
 def start_line(run: CellRun) -> str:

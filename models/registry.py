@@ -4,6 +4,9 @@ To add a framework, write `models/heads/<name>.py` with a head returning a dict 
 (and naming its main output), plus a wiring object for IDR, then register both here.
 A context scheme that is a framework of its own, with no IDR variant (Non-local, DNL, OCRNet,
 DANet, CCNet), registers only its head in `SCHEMES`.
+A framework in the user's own package needs no edit here: an experiment names it by import path
+(``"my_pkg.heads:FRAMEWORK"``) or by the name its package declares in the entry-point group
+``idrbench.frameworks``; the object is a :class:`Framework` (or a :class:`StandaloneFramework`).
 A framework that builds its whole segmentor itself (Mask2Former, on transformers backbones)
 registers a hook in `STANDALONE` instead; `framework_names()` stays the paper's table of heads,
 `all_framework_names()` lists both.
@@ -106,14 +109,81 @@ STANDALONE: dict[str, StandaloneFramework] = {
 }
 
 
+ENTRY_POINT_GROUP = "idrbench.frameworks"
+
+
+def _entry_points() -> dict:
+    from importlib.metadata import entry_points
+
+    return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _load_user_framework(name: str) -> Framework | StandaloneFramework:
+    """The framework object at import path `module:attribute`, or declared under entry point `name`;
+    ValueError in one line if it cannot be imported or is not a framework."""
+    import importlib
+
+    try:
+        if ":" in name:
+            module_name, _, attribute = name.partition(":")
+            found = importlib.import_module(module_name)
+            for part in attribute.split("."):
+                found = getattr(found, part)
+        else:
+            found = _entry_points()[name].load()
+    except KeyError:
+        raise ValueError(f"unknown framework {name!r}; allowed: {', '.join(all_framework_names())}, "
+                         "an import path module:attribute, or an entry point of group "
+                         f"{ENTRY_POINT_GROUP}") from None
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"framework {name!r}: cannot import it ({type(err).__name__}: {err})") from None
+    if isinstance(found, (Framework, StandaloneFramework)):
+        return found
+    if callable(getattr(found, "head", None)) and callable(getattr(found, "wiring", None)):
+        return Framework(head=found.head, wiring=found.wiring)
+    raise ValueError(f"framework {name!r}: {type(found).__name__} is not a models.registry.Framework "
+                     "(head(in_channels, num_classes, cfg) and wiring(in_channels, cfg))")
+
+
+def framework_spec(name: str) -> Framework | StandaloneFramework:
+    """The framework `name`: registered here, an import path, or an entry point; ValueError (one line) if none."""
+    if name in FRAMEWORKS:
+        return FRAMEWORKS[name]
+    if name in STANDALONE:
+        return STANDALONE[name]
+    return _load_user_framework(name)
+
+
+def framework_source(name: str) -> str:
+    """The source of a user's framework module (its FLOP counts are cached by it); '' for ours."""
+    import inspect
+
+    if name in FRAMEWORKS or name in STANDALONE or name in SCHEMES:
+        return ""
+    spec = framework_spec(name)
+    module = inspect.getmodule(spec.head if isinstance(spec, Framework) else spec.build)
+    try:
+        return inspect.getsource(module) if module is not None else ""
+    except (OSError, TypeError):
+        return ""
+
+
 def framework_names() -> list[str]:
     """Registered frameworks in registration order (the paper's table order, FCN first)."""
     return list(FRAMEWORKS)
 
 
 def all_framework_names() -> list[str]:
-    """Every buildable framework: :func:`framework_names`, then the standalone ones (mask2former)."""
-    return list(FRAMEWORKS) + list(STANDALONE) + list(SCHEMES)
+    """Every framework known by name: :func:`framework_names`, the standalone ones (mask2former), the
+    context schemes, then those that installed packages declare (entry points); import paths are not listed."""
+    ours = list(FRAMEWORKS) + list(STANDALONE) + list(SCHEMES)
+    return ours + sorted(set(_entry_points()) - set(ours))
+
+
+def check_framework(name: str) -> None:
+    """ValueError with a one-line reason if `name` is no framework that can be built."""
+    if name not in SCHEMES:
+        framework_spec(name)
 
 
 def has_idr_variant(framework: str) -> bool:
@@ -134,43 +204,32 @@ def _build_scheme(framework: str, idr: bool, num_classes: int, cfg, ignore_index
 
 def check_backbone(framework: str, backbone: str) -> None:
     """ValueError with a one-line reason if `framework` cannot be built on `backbone`."""
-    if framework in STANDALONE:
-        STANDALONE[framework].check_backbone(backbone)
+    spec = framework_spec(framework)
+    if isinstance(spec, StandaloneFramework):
+        spec.check_backbone(backbone)
 
 
 def resolve_weights(framework: str, backbone: str, pretrained: str | None):
     """The local weights file `pretrained` stands for (never downloads); PretrainedWeightsError if missing."""
-    if framework in STANDALONE:
-        return STANDALONE[framework].resolve_weights(backbone, pretrained)
+    spec = framework_spec(framework)
+    if isinstance(spec, StandaloneFramework):
+        return spec.resolve_weights(backbone, pretrained)
     return resolve_pretrained(backbone, pretrained)
 
 
 def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int = 255) -> Segmentor:
     """The model of one cell. `cfg` is a `harness.config.ModelConfig`."""
-    if framework in STANDALONE:
-        return with_relation_mode(STANDALONE[framework].build(idr, num_classes, cfg, ignore_index), cfg)
     if framework in SCHEMES:
         return _build_scheme(framework, idr, num_classes, cfg, ignore_index)
-    if framework not in FRAMEWORKS:
-        raise KeyError(f"unknown framework {framework!r}; allowed: {', '.join(all_framework_names())}")
-    spec = FRAMEWORKS[framework]
+    try:
+        spec = framework_spec(framework)
+    except ValueError as err:
+        raise KeyError(str(err)) from None
+    if isinstance(spec, StandaloneFramework):
+        return with_relation_mode(spec.build(idr, num_classes, cfg, ignore_index), cfg)
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
     chans = backbone.channels
-    if idr:
-        head = IDRHead(
-            chans,
-            num_classes,
-            spec.wiring(chans, cfg),
-            feats_channels=cfg.feats_channels,
-            refine_channels=cfg.refine_channels,
-            dropout=cfg.dropout,
-            relation_momentum=cfg.relation_momentum,
-            reps_momentum=cfg.dataset_reps_momentum,
-            ignore_index=ignore_index,
-            stage1_input=cfg.stage1_input,
-        )
-    else:
-        head = spec.head(chans, num_classes, cfg)
+    head = build_head(spec, idr, chans, num_classes, cfg, ignore_index)
     aux = AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
     return with_relation_mode(Segmentor(backbone, head, aux, cfg.loss_weights, ignore_index), cfg)
 
@@ -182,3 +241,21 @@ def with_relation_mode(model: nn.Module, cfg) -> nn.Module:
         if isinstance(module, IDRCore):
             module.relation_mode = mode
     return model
+
+
+def build_head(spec: Framework, idr: bool, chans: list[int], num_classes: int, cfg, ignore_index: int = 255) -> nn.Module:
+    """A framework's decode head on backbone widths `chans`: its baseline head, or IDR on its wiring."""
+    if not idr:
+        return spec.head(chans, num_classes, cfg)
+    return IDRHead(
+        chans,
+        num_classes,
+        spec.wiring(chans, cfg),
+        feats_channels=cfg.feats_channels,
+        refine_channels=cfg.refine_channels,
+        dropout=cfg.dropout,
+        relation_momentum=cfg.relation_momentum,
+        reps_momentum=cfg.dataset_reps_momentum,
+        ignore_index=ignore_index,
+        stage1_input=cfg.stage1_input,
+    )

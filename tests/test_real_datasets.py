@@ -623,7 +623,7 @@ def test_prepare_unknown_dataset_is_one_line(tmp_path, capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.splitlines() == [
         "error: unknown dataset 'imagenet'; allowed: ade20k, cityscapes, coco_stuff10k, coco_stuff164k, lip, "
-        "pascal_context59"
+        "pascal_context59 (your own dataset: describe it under data.custom and pass --experiment)"
     ]
 
 

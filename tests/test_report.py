@@ -111,7 +111,7 @@ def _chromium() -> str:
     if found is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed (CI installs it in .ci/run)")
-        pytest.skip("chromium is not installed")
+        pytest.skip("chromium is not installed (README, Quickstart: sudo apt-get install chromium)")
     return found
 
 

@@ -17,23 +17,12 @@ it stops on a raw value outside 0-150 (255 included) unless told to ignore it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from harness.data.base import Sample
-from harness.data.cards import DatasetCard, bit_palette
-from harness.data.preparation import (
-    Preparer,
-    SplitCheck,
-    apply_lut,
-    check_split_name,
-    data_error,
-    files_by_stem,
-    prepare_command,
-    require,
-)
-from harness.data.registry import DatasetSpec, register
+from harness.data.cards import bit_palette
+from harness.data.folder import Layout, SplitFiles, register_builtin, split_files
+from harness.data.preparation import apply_lut
 
 NAME = "ade20k"
 RELEASE_DIR = "ADEChallengeData2016"
@@ -90,58 +79,20 @@ def _split_dirs(root: Path, split: str) -> tuple[Path, Path]:
     return base / "images" / SPLIT_DIRS[split], base / "annotations" / SPLIT_DIRS[split]
 
 
-def list_samples(root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
-    check_split_name(NAME, split, SPLIT_DIRS)
-    image_dir, label_dir = _split_dirs(root, split)
-    require(dataset_dir(root), NAME, root, "dataset folder")
-    require(image_dir, NAME, root, "image folder")
-    require(label_dir, NAME, root, "annotation folder")
-    images, labels = files_by_stem(image_dir, ".jpg"), files_by_stem(label_dir, ".png")
-    unlabelled = sorted(set(images) - set(labels))
-    if unlabelled:
-        raise data_error(
-            f"{NAME}: {len(unlabelled):,} image(s) in {image_dir} have no annotation in {label_dir} "
-            f"(first: {unlabelled[0]}.png); run `{prepare_command(NAME, root)} --check-only`"
-        )
-    return [Sample(images[stem], labels[stem]) for stem in sorted(images)]
+def _files(root: Path, split: str) -> SplitFiles:
+    return split_files(*_split_dirs(root, split), ".jpg", ".png")
 
 
-def check_split(root: Path, split: str) -> SplitCheck:
-    require(dataset_dir(root), NAME, root, "dataset folder")
-    image_dir, label_dir = _split_dirs(root, split)
-    images, labels = files_by_stem(image_dir, ".jpg"), files_by_stem(label_dir, ".png")
-    rel = dataset_dir(root)
-    return SplitCheck(
-        NAME,
-        split,
-        OFFICIAL_SIZES[split],
-        pairs=len(set(images) & set(labels)),
-        missing=[str((label_dir / f"{s}.png").relative_to(rel)) for s in sorted(set(images) - set(labels))],
-        extra=[str(labels[s].relative_to(rel)) + " (no image)" for s in sorted(set(labels) - set(images))],
-    )
+LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _split_dirs, _files)
 
 
-def make_card(options: dict[str, Any]) -> DatasetCard:
-    return DatasetCard(
-        name=NAME,
-        class_names=CLASS_NAMES,
-        palette=PALETTE,
-        splits=dict(OFFICIAL_SIZES),
-        base_scale=(2048, 512),
-        crop_size=(512, 512),
-        test_protocol="resize to (2048, 512) keeping the aspect ratio, whole image, single scale",
-    )
-
-
-PREPARE_HINT = (
-    f"Unpack ADEChallengeData2016.zip into <data root>/{NAME}/ (see datasets/README.md) and check it with "
-    f"`python -m harness.prepare {NAME} --root <data root>`."
+register_builtin(
+    LAYOUT,
+    CLASS_NAMES,
+    PALETTE,
+    "ADEChallengeData2016.zip",
+    decode_label,
+    base_scale=(2048, 512),
+    crop_size=(512, 512),
+    test_protocol="resize to (2048, 512) keeping the aspect ratio, whole image, single scale",
 )
-PREPARER = Preparer(NAME, tuple(SPLIT_DIRS), check_split)
-
-
-def _register() -> None:
-    register(DatasetSpec(NAME, make_card, list_samples, decode_label, {}, PREPARE_HINT, preparer=PREPARER))
-
-
-_register()

@@ -7,7 +7,8 @@ from typing import Any
 
 from harness.data.base import DataError, SegmentationDataset, read_label_png
 from harness.data.cards import DatasetCard
-from harness.data.registry import get_spec
+from harness.data.folder import FOLDER_OPTION, folder_spec
+from harness.data.registry import DatasetSpec, get_spec
 from harness.data.transforms import TestPipeline, TrainPipeline
 
 # Options every dataset accepts: they change its card's training crop / resize scale
@@ -15,9 +16,17 @@ from harness.data.transforms import TestPipeline, TrainPipeline
 CARD_OPTIONS = ("crop_size", "base_scale")
 
 
+def spec_for(name: str, options: dict[str, Any] | None = None) -> DatasetSpec:
+    """The registered dataset `name`, or the folder dataset its options describe (``options["folder"]``:
+    a custom dataset of an experiment's ``data.custom``, carried by each of its cells)."""
+    if options and options.get(FOLDER_OPTION) is not None:
+        return folder_spec(name, options[FOLDER_OPTION])
+    return get_spec(name)
+
+
 def validate_options(name: str, options: dict[str, Any]) -> None:
     """Raise ValueError naming the first option the dataset does not know or whose type is wrong."""
-    defaults = get_spec(name).default_options
+    defaults = spec_for(name, options).default_options
     allowed = [*defaults, *CARD_OPTIONS]
     for key, value in options.items():
         if key in CARD_OPTIONS:
@@ -29,18 +38,18 @@ def validate_options(name: str, options: dict[str, Any]) -> None:
         expected = type(defaults[key])
         if defaults[key] is not None and not isinstance(value, expected):
             raise ValueError(f"{name}.{key}: expected {expected.__name__}, got {value!r}")
-    check = get_spec(name).check_options
+    check = spec_for(name, options).check_options
     if check is not None:
         check(options)
 
 
 def resolve_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
-    return {**get_spec(name).default_options, **options}
+    return {**spec_for(name, options).default_options, **options}
 
 
 def dataset_card(name: str, options: dict[str, Any] | None = None) -> DatasetCard:
     options = resolve_options(name, options or {})
-    card = get_spec(name).make_card({k: v for k, v in options.items() if k not in CARD_OPTIONS})
+    card = spec_for(name, options).make_card({k: v for k, v in options.items() if k not in CARD_OPTIONS})
     changes = {key: tuple(options[key]) for key in CARD_OPTIONS if key in options}
     return dataclasses.replace(card, **changes) if changes else card
 
@@ -48,7 +57,7 @@ def dataset_card(name: str, options: dict[str, Any] | None = None) -> DatasetCar
 def build_dataset(
     name: str, root: str | Path, split: str, options: dict[str, Any], train: bool, seed: int = 0
 ) -> SegmentationDataset:
-    spec = get_spec(name)
+    spec = spec_for(name, options)
     opts = resolve_options(name, options)
     card = dataset_card(name, options)
     samples = spec.list_samples(Path(root), split, {k: v for k, v in opts.items() if k not in CARD_OPTIONS})

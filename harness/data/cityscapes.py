@@ -18,27 +18,14 @@ it stops on a raw id its table lacks unless told to ignore it, where we ignore i
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from cityscapesscripts.helpers import labels as cs_labels
 
-from harness.data.base import Sample
-from harness.data.cards import DatasetCard
-from harness.data.preparation import (
-    Preparer,
-    SplitCheck,
-    apply_lut,
-    check_split_name,
-    data_error,
-    files_by_stem,
-    prepare_command,
-    require,
-)
-from harness.data.registry import DatasetSpec, register
+from harness.data.folder import Layout, SplitFiles, nested_split_files, register_builtin
+from harness.data.preparation import apply_lut
 
 NAME = "cityscapes"
-SPLITS = ("train", "val")
 OFFICIAL_SIZES = {"train": 2975, "val": 500}
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
@@ -81,75 +68,25 @@ def dataset_dir(root: Path) -> Path:
     return Path(root) / NAME
 
 
-def _pairs(root: Path, split: str) -> tuple[dict, dict]:
-    """({(city, stem): image}, {(city, stem): label}) of a split."""
+def _folders(root: Path, split: str) -> tuple[Path, Path]:
     base = dataset_dir(root)
-    images, labels = {}, {}
-    image_root, label_root = base / "leftImg8bit" / split, base / "gtFine" / split
-    cities: set[str] = set()
-    for folder in (image_root, label_root):
-        if folder.is_dir():
-            cities.update(entry.name for entry in folder.iterdir() if entry.is_dir())
-    for city in sorted(cities):
-        for stem, path in files_by_stem(image_root / city, IMAGE_SUFFIX).items():
-            images[(city, stem)] = path
-        for stem, path in files_by_stem(label_root / city, LABEL_SUFFIX).items():
-            labels[(city, stem)] = path
-    return images, labels
+    return base / "leftImg8bit" / split, base / "gtFine" / split
 
 
-def list_samples(root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
-    check_split_name(NAME, split, SPLITS)
-    base = dataset_dir(root)
-    require(base, NAME, root, "dataset folder")
-    require(base / "leftImg8bit" / split, NAME, root, "image folder")
-    require(base / "gtFine" / split, NAME, root, "annotation folder")
-    images, labels = _pairs(root, split)
-    unlabelled = sorted(set(images) - set(labels))
-    if unlabelled:
-        city, stem = unlabelled[0]
-        raise data_error(
-            f"{NAME}: {len(unlabelled):,} image(s) of {split} have no {LABEL_SUFFIX} file "
-            f"(first: {base / 'gtFine' / split / city / (stem + LABEL_SUFFIX)}); "
-            f"run `{prepare_command(NAME, root)} --check-only`"
-        )
-    return [Sample(images[key], labels[key]) for key in sorted(images)]
+def _files(root: Path, split: str) -> SplitFiles:
+    return nested_split_files(*_folders(root, split), IMAGE_SUFFIX, LABEL_SUFFIX)
 
 
-def check_split(root: Path, split: str) -> SplitCheck:
-    base = require(dataset_dir(root), NAME, root, "dataset folder")
-    images, labels = _pairs(root, split)
-    return SplitCheck(
-        NAME,
-        split,
-        OFFICIAL_SIZES[split],
-        pairs=len(set(images) & set(labels)),
-        missing=[f"gtFine/{split}/{c}/{s}{LABEL_SUFFIX}" for c, s in sorted(set(images) - set(labels))],
-        extra=[str(labels[k].relative_to(base)) + " (no image)" for k in sorted(set(labels) - set(images))],
-    )
+LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _folders, _files)
 
 
-def make_card(options: dict[str, Any]) -> DatasetCard:
-    return DatasetCard(
-        name=NAME,
-        class_names=CLASS_NAMES,
-        palette=PALETTE,
-        splits=dict(OFFICIAL_SIZES),
-        base_scale=(2048, 1024),
-        crop_size=(512, 1024),
-        test_protocol="whole image at 2048x1024, single scale",
-    )
-
-
-PREPARE_HINT = (
-    f"Unpack leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip into <data root>/{NAME}/ "
-    f"(see datasets/README.md) and check it with `python -m harness.prepare {NAME} --root <data root>`."
+register_builtin(
+    LAYOUT,
+    CLASS_NAMES,
+    PALETTE,
+    "leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip",
+    decode_label,
+    base_scale=(2048, 1024),
+    crop_size=(512, 1024),
+    test_protocol="whole image at 2048x1024, single scale",
 )
-PREPARER = Preparer(NAME, SPLITS, check_split)
-
-
-def _register() -> None:
-    register(DatasetSpec(NAME, make_card, list_samples, decode_label, {}, PREPARE_HINT, preparer=PREPARER))
-
-
-_register()

@@ -20,24 +20,12 @@ ignores values >= 20), checked in tests/test_dataset_protocols.py.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from harness.data.base import Sample
-from harness.data.cards import DatasetCard, bit_palette
-from harness.data.preparation import (
-    Preparer,
-    SplitCheck,
-    check_split_name,
-    data_error,
-    files_by_stem,
-    prepare_command,
-    read_id_list,
-    require,
-)
-from harness.data.registry import DatasetSpec, register
+from harness.data.cards import bit_palette
+from harness.data.folder import Layout, SplitFiles, register_builtin, split_files
+from harness.data.preparation import require
 
 NAME = "lip"
-SPLITS = ("train", "val")
 OFFICIAL_SIZES = {"train": 30462, "val": 10000}
 IMAGE_DIRS = {"train": "train_images", "val": "val_images"}
 LABEL_DIRS = {"train": "train_segmentations", "val": "val_segmentations"}
@@ -56,91 +44,41 @@ def dataset_dir(root: Path) -> Path:
     return Path(root) / NAME
 
 
-def _paths(root: Path, split: str) -> tuple[Path, Path, Path]:
-    """(image folder, label folder, id list) of a split."""
+def _id_list(root: Path, split: str) -> Path:
+    """The split's id list (under TrainVal_images/, or directly under lip/ in some copies); one-line
+    DataError if neither exists."""
     base = dataset_dir(root)
     id_list = base / "TrainVal_images" / f"{split}_id.txt"
     if not id_list.is_file() and (base / f"{split}_id.txt").is_file():
         id_list = base / f"{split}_id.txt"
-    image_dir = base / "TrainVal_images" / IMAGE_DIRS[split]
-    label_dir = base / "TrainVal_parsing_annotations" / LABEL_DIRS[split]
-    return image_dir, label_dir, id_list
+    return require(id_list, NAME, root, "split list", is_file=True)
 
 
-def list_samples(root: Path, split: str, options: dict[str, Any]) -> list[Sample]:
-    check_split_name(NAME, split, SPLITS)
-    require(dataset_dir(root), NAME, root, "dataset folder")
-    image_dir, label_dir, id_list = _paths(root, split)
-    require(image_dir, NAME, root, "image folder")
-    require(label_dir, NAME, root, "annotation folder")
-    ids = read_id_list(id_list, NAME, root)
-    images, labels = files_by_stem(image_dir, ".jpg"), files_by_stem(label_dir, ".png")
-    absent = [i for i in ids if i not in images or i not in labels]
-    if absent:
-        first = absent[0]
-        path = image_dir / f"{first}.jpg" if first not in images else label_dir / f"{first}.png"
-        raise data_error(
-            f"{NAME}: {len(absent):,} id(s) of {id_list.name} lack an image or a label (first: {path}); "
-            f"run `{prepare_command(NAME, root)} --check-only`"
-        )
-    return [Sample(images[i], labels[i]) for i in ids]
+def _folders(root: Path, split: str) -> tuple[Path, Path]:
+    base = dataset_dir(root)
+    return base / "TrainVal_images" / IMAGE_DIRS[split], base / "TrainVal_parsing_annotations" / LABEL_DIRS[split]
 
 
-def check_split(root: Path, split: str) -> SplitCheck:
-    base = require(dataset_dir(root), NAME, root, "dataset folder")
-    image_dir, label_dir, id_list = _paths(root, split)
-    ids = read_id_list(id_list, NAME, root)
-    listed = set(ids)
-    images, labels = files_by_stem(image_dir, ".jpg"), files_by_stem(label_dir, ".png")
-    missing = []
-    for i in ids:
-        if i not in images:
-            missing.append(str((image_dir / f"{i}.jpg").relative_to(base)))
-        if i not in labels:
-            missing.append(str((label_dir / f"{i}.png").relative_to(base)))
-    extra = sorted(
-        str(path.relative_to(base)) + " (not in the id list)"
-        for found in (images, labels)
-        for stem, path in found.items()
-        if stem not in listed
-    )
-    return SplitCheck(
-        NAME,
-        split,
-        OFFICIAL_SIZES[split],
-        pairs=sum(1 for i in ids if i in images and i in labels),
-        missing=missing,
-        extra=extra,
-    )
+def _files(root: Path, split: str) -> SplitFiles:
+    return split_files(*_folders(root, split), ".jpg", ".png", _id_list(root, split))
 
 
-def make_card(options: dict[str, Any]) -> DatasetCard:
-    return DatasetCard(
-        name=NAME,
-        class_names=CLASS_NAMES,
-        palette=PALETTE,
-        splits=dict(OFFICIAL_SIZES),
-        base_scale=(520, 520),
-        keep_ratio=False,
-        ratio_range=(0.75, 1.25),
-        crop_size=(473, 473),
-        flip_swap=FLIP_SWAP,
-        rotate_prob=0.6,
-        rotate_degrees=30.0,
-        test_scale=(473, 473),
-        test_protocol="resize to 473x473 (aspect ratio not kept), whole image, single scale",
-    )
+LAYOUT = Layout(NAME, OFFICIAL_SIZES, dataset_dir, _folders, _files)
 
 
-PREPARE_HINT = (
-    f"Unpack TrainVal_images.zip and TrainVal_parsing_annotations.zip into <data root>/{NAME}/ "
-    f"(see datasets/README.md) and check it with `python -m harness.prepare {NAME} --root <data root>`."
+register_builtin(
+    LAYOUT,
+    CLASS_NAMES,
+    PALETTE,
+    "TrainVal_images.zip and TrainVal_parsing_annotations.zip",
+    None,
+    base_scale=(520, 520),
+    keep_ratio=False,
+    ratio_range=(0.75, 1.25),
+    crop_size=(473, 473),
+    flip_swap=FLIP_SWAP,
+    rotate_prob=0.6,
+    rotate_degrees=30.0,
+    test_scale=(473, 473),
+    test_protocol="resize to 473x473 (aspect ratio not kept), whole image, single scale",
 )
-PREPARER = Preparer(NAME, SPLITS, check_split)
-
-
-def _register() -> None:
-    register(DatasetSpec(NAME, make_card, list_samples, None, {}, PREPARE_HINT, preparer=PREPARER))
-
-
-_register()

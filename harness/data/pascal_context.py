@@ -188,8 +188,4 @@ PREPARE_HINT = (
 PREPARER = Preparer(NAME, SPLITS, check_split, conversion_jobs, f"{NAME}: .mat -> PNG train ids")
 
 
-def _register() -> None:
-    register(DatasetSpec(NAME, make_card, list_samples, None, {}, PREPARE_HINT, preparer=PREPARER))
-
-
-_register()
+register(DatasetSpec(NAME, make_card, list_samples, None, {}, PREPARE_HINT, preparer=PREPARER))

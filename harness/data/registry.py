@@ -1,6 +1,8 @@
 """The dataset registry: each benchmark module registers a :class:`DatasetSpec` under its name.
 
-To add a dataset, write a module with a card, a function listing (image, label) file pairs for
+A dataset that is a folder of images and a folder of label PNGs needs no code: an experiment
+describes it under ``data.custom.<name>`` (:mod:`harness.data.folder`,
+:func:`harness.data.building.spec_for`). To add a benchmark, write a module with a card, a function listing (image, label) file pairs for
 a split, (if needed) a label decoder and a :class:`Preparer`, call :func:`register` at import
 time, and import the module in ``harness/data/__init__.py``.
 """

@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data.base import DataError, Sample
-from harness.data.building import CARD_OPTIONS, build_dataset, dataset_card, resolve_options
-from harness.data.registry import get_spec
+from harness.data.building import CARD_OPTIONS, build_dataset, dataset_card, resolve_options, spec_for
 from harness.fileio import write_text_atomic
 
 STAMP_DIR = ".idrbench-verified"
@@ -66,7 +65,7 @@ def options_key(name: str, options: dict[str, Any]) -> str:
 
 def list_splits(name: str, root: Path | str, options: dict[str, Any]) -> dict[str, list[Sample]]:
     """Every split's (image, label) pairs, in the card's split order."""
-    spec = get_spec(name)
+    spec = spec_for(name, options)
     listing = {k: v for k, v in resolve_options(name, options).items() if k not in CARD_OPTIONS}
     return {split: spec.list_samples(Path(root), split, listing) for split in dataset_card(name, options).splits}
 
@@ -166,9 +165,9 @@ def check_stamp(name: str, root: Path | str, options: dict[str, Any] | None = No
     return None
 
 
-def run_verify(name: str, root: Path | str, console=None) -> int:
+def run_verify(name: str, root: Path | str, console=None, options: dict[str, Any] | None = None) -> int:
     """`python -m harness.prepare <dataset> --verify`: print the outcome; 0 verified, 1 bad files."""
-    result = verify_dataset(name, root, console=console)
+    result = verify_dataset(name, root, options, console=console)
     for line in result.lines():
         print(line)
     if result.ok:

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     pngs.add_argument("--split", default=None, help="split whose labels are scored, e.g. val (--cell: default the cell's)")
     pngs.add_argument("--root", default=None, help="data root (as data.root of an experiment; --cell: default the cell's)")
     pngs.add_argument("--options", default=None, help='dataset options as JSON, e.g. {"num_val": 3}')
+    pngs.add_argument("--custom", default=None, metavar="EXPERIMENT",
+                      help="an experiment file describing --dataset under data.custom (--root: its data.root)")
     cell = parser.add_argument_group("re-evaluating a finished cell (writes cells/<cell id>@<protocol>/record.json)")
     cell.add_argument("--cell", default=None, help="a finished cell's folder, results/<experiment>/cells/<cell id>")
     cell.add_argument("--protocol", choices=PROTOCOLS, default=None,
@@ -104,7 +106,20 @@ def _options_json(text: str | None):
         raise ValueError(f"--options: not valid JSON ({exc})") from None
 
 
+def _custom_options(args: argparse.Namespace) -> dict:
+    """--custom: the described dataset's options (--root defaults to the experiment's data.root)."""
+    from harness.config import ConfigError, custom_dataset
+
+    try:
+        root, options = custom_dataset(args.custom, args.dataset or "")
+    except ConfigError as err:
+        raise ValueError(str(err)) from None
+    args.root = args.root or str(root)
+    return options
+
+
 def _score_folder(args: argparse.Namespace) -> tuple[str, dict, dict]:
+    custom = _custom_options(args) if args.custom else {}
     missing = [flag for flag, value in (("--dataset", args.dataset), ("--split", args.split), ("--root", args.root))
                if value is None]
     if missing:
@@ -112,6 +127,7 @@ def _score_folder(args: argparse.Namespace) -> tuple[str, dict, dict]:
     options = _options_json(args.options)
     if not isinstance(options, dict):
         raise ValueError("--options: expected a JSON object of dataset options")
+    options = {**options, **custom}
     validate_options(args.dataset, options)
     dataset = build_dataset(args.dataset, args.root, args.split, options, train=False)
     metrics = score_predictions(dataset, args.predictions, args.ids)

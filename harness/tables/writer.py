@@ -6,7 +6,7 @@ from pathlib import Path
 
 from harness import reference as ref
 from harness.fileio import write_text_atomic
-from harness.records import find_records
+from harness.results import load, records_of
 from harness.tables.complexity import complexity_table
 from harness.tables.frameworks import frameworks_tables
 from harness.tables.layout import MISSING, Table
@@ -45,7 +45,7 @@ def build_tables(records: list[dict], index: dict | None = None) -> list[Table]:
 
 def render(results_dir: Path) -> tuple[str, str]:
     """(markdown, csv) of `table.md` / `table.csv`: the quickstart table and the focus classes."""
-    records = find_records(results_dir)
+    records = records_of(load(results_dir))
     rows = main_rows(records)
     _, notes = setting_labels(group_runs(records))
     markdown = f"## {results_dir.name}: mIoU (%), baseline vs +IDR\n\n" + markdown_rows(rows)
@@ -65,7 +65,7 @@ def write_tables(results_dir: Path, index: dict | None = None) -> str:
     write_text_atomic(results_dir / "table.csv", csv_content)
     out_dir = results_dir / TABLES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(find_records(results_dir), index)
+    tables = build_tables(records_of(load(results_dir)), index)
     parts = [markdown]
     for table in tables:
         write_text_atomic(out_dir / f"{table.name}.md", table.markdown())
