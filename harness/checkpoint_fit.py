@@ -46,13 +46,12 @@ def _telling_first(key: str) -> tuple[bool, str]:
 
 def head_key_names(framework: str, idr: bool, cfg) -> set[str]:
     """Our state-dict key names of a framework's head ("head.*"), from a copy built at a tiny width."""
-    from models.registry import Framework, build_head, framework_spec
+    from models.registry import head_of
 
-    spec = framework_spec(framework)
-    if not isinstance(spec, Framework):
+    try:
+        head = head_of(framework, idr, TINY_CHANNELS, 2, cfg.model_copy(update=TINY))
+    except ValueError:
         return set()
-    tiny = cfg.model_copy(update=TINY)
-    head = build_head(spec, idr, TINY_CHANNELS, 2, tiny)
     return {f"head.{key}" for key in head.state_dict()}
 
 

@@ -298,14 +298,14 @@ def _official_sources(official: dict[str, torch.Tensor], framework: str, idr: bo
                       backbone: str) -> list[str] | None:
     """The official module names the (framework, idr) model reads, if the checkpoint has exactly that
     head structure (same tensors under each, by count and leaf name); None if it has another."""
-    from models.registry import build_head, framework_spec
+    from models.registry import head_of
 
     try:
         check_pair(framework, dataset, backbone, idr)
     except ValueError:
         return None
     tiny = our_model_config(framework, dataset, idr, backbone).model_copy(update=TINY)
-    head = build_head(framework_spec(framework), idr, TINY_CHANNELS, 2, tiny)
+    head = head_of(framework, idr, TINY_CHANNELS, 2, tiny)
     ours = [f"head.{key}" for key in head.state_dict()]  # in registration order, as the converter pairs them
     pairs = _idr_pairs(SimpleNamespace(head=head)) if idr else _baseline_pairs(framework)
     for source, targets in pairs:

@@ -192,11 +192,9 @@ def has_idr_variant(framework: str) -> bool:
 
 
 def _build_scheme(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int) -> Segmentor:
-    if idr:
-        raise ValueError(f"{framework} is a context scheme of its own: it has no IDR variant (idr must be false)")
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
     chans = backbone.channels
-    head = SCHEMES[framework](chans, num_classes, cfg)
+    head = head_of(framework, idr, chans, num_classes, cfg, ignore_index)
     aux = None if getattr(head, "owns_auxiliary", False) else AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
     loss_weights = {**getattr(head, "loss_weights", {}), **cfg.loss_weights}
     return Segmentor(backbone, head, aux, loss_weights, ignore_index)
@@ -204,14 +202,14 @@ def _build_scheme(framework: str, idr: bool, num_classes: int, cfg, ignore_index
 
 def check_backbone(framework: str, backbone: str) -> None:
     """ValueError with a one-line reason if `framework` cannot be built on `backbone`."""
-    spec = framework_spec(framework)
+    spec = None if framework in SCHEMES else framework_spec(framework)
     if isinstance(spec, StandaloneFramework):
         spec.check_backbone(backbone)
 
 
 def resolve_weights(framework: str, backbone: str, pretrained: str | None):
     """The local weights file `pretrained` stands for (never downloads); PretrainedWeightsError if missing."""
-    spec = framework_spec(framework)
+    spec = None if framework in SCHEMES else framework_spec(framework)
     if isinstance(spec, StandaloneFramework):
         return spec.resolve_weights(backbone, pretrained)
     return resolve_pretrained(backbone, pretrained)
@@ -241,6 +239,19 @@ def with_relation_mode(model: nn.Module, cfg) -> nn.Module:
         if isinstance(module, IDRCore):
             module.relation_mode = mode
     return model
+
+
+def head_of(framework: str, idr: bool, chans: list[int], num_classes: int, cfg, ignore_index: int = 255) -> nn.Module:
+    """The decode head of a framework with a generic backbone (ours, a context scheme or a user's);
+    ValueError (one line) for a standalone framework or IDR on a scheme."""
+    if framework in SCHEMES:
+        if idr:
+            raise ValueError(f"{framework} is a context scheme of its own: it has no IDR variant (idr must be false)")
+        return SCHEMES[framework](chans, num_classes, cfg)
+    spec = framework_spec(framework)
+    if not isinstance(spec, Framework):
+        raise ValueError(f"{framework} builds its whole segmentor: it has no head of its own")
+    return build_head(spec, idr, chans, num_classes, cfg, ignore_index)
 
 
 def build_head(spec: Framework, idr: bool, chans: list[int], num_classes: int, cfg, ignore_index: int = 255) -> nn.Module:
