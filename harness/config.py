@@ -125,6 +125,11 @@ class ModelConfig(Strict):
         default_factory=lambda: {"aux": 0.4, "stage1": 0.4, "stage2": 1.0, "decode": 1.0}
     )
     sync_bn: bool = True
+    plugin_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="switches of a plug-in other than IDR, checked by it (models/plugins/<plugin>.py; "
+        "MCIBI++: self_attention, gather_from, stage1_kernel, context_kernel, decode_kernel, memory_momentum)",
+    )
 
     @field_validator("backbone")
     @classmethod
@@ -140,7 +145,7 @@ class ModelConfig(Strict):
     @field_validator("loss_weights")
     @classmethod
     def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_names(list(v), ["aux", "stage1", "stage2", "decode"], "loss")
+        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "context"], "loss")
         return v
 
 

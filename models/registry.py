@@ -1,7 +1,10 @@
-"""Framework registry: name -> (baseline head factory, IDR wiring factory).
+"""Framework registry: frameworks (baseline head, plug-in wiring), plug-ins, context schemes.
 
-To add a framework, write `models/<name>.py` with a head returning a dict of logit maps
-(and naming its main output), plus a wiring object for IDR, then register both here.
+To add a framework, write `models/heads/<name>.py` with a head returning a dict of logit maps
+(and naming its main output), plus a plug-in wiring (models/plugins/wiring.py), then register
+both in FRAMEWORKS. To add a plug-in, write `models/plugins/<name>.py` (its head, built on any
+framework's wiring, and its PluginSite) and register it in PLUGINS: every framework then gets
+`<framework>_<name>`. A context scheme with a head of its own goes into SCHEMES.
 A framework that builds its whole segmentor itself (Mask2Former, on transformers backbones)
 registers a hook in `STANDALONE` instead; `framework_names()` stays the paper's table of heads,
 `all_framework_names()` lists both.
@@ -17,8 +20,11 @@ from models.backbones import build_backbone, resolve_pretrained
 from models.context import aspp_dilations
 from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.heads.fcn import FCNHead, FCNWiring
+from models.heads.isnet import ISNetHead
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
-from models.plugins.idr_head import IDRHead
+from models.plugins.idr_head import IDRHead, idr_site
+from models.plugins.mcibipp import MCIBIPPHead, MCIBIPPOptions, mcibipp_site
+from models.plugins.wiring import PluginSite
 from models.layers import AuxiliaryHead
 from models.heads.pspnet import PSPHead, PSPNetWiring
 from models.segmentor import Segmentor
@@ -27,40 +33,96 @@ from models.heads.upernet import UPerHead, UPerNetWiring
 
 @dataclass(frozen=True)
 class Framework:
-    head: Callable[..., nn.Module]  # (in_channels, num_classes, cfg) -> head
-    wiring: Callable[..., nn.Module]  # (in_channels, cfg) -> IDR wiring
+    head: Callable[..., nn.Module]  # (in_channels, num_classes, cfg) -> baseline head
+    wiring: Callable[..., nn.Module]  # (in_channels, cfg, site, refine_at) -> plug-in wiring
 
 
 FRAMEWORKS: dict[str, Framework] = {
     "fcn": Framework(
         head=lambda chans, k, cfg: FCNHead(chans, cfg.head_channels, k, cfg.dropout),
-        wiring=lambda chans, cfg: FCNWiring(cfg.feats_channels),
+        wiring=lambda chans, cfg, site, refine_at: FCNWiring(cfg.feats_channels, site),
     ),
     "pspnet": Framework(
         head=lambda chans, k, cfg: PSPHead(chans, cfg.head_channels, k, cfg.dropout),
-        wiring=lambda chans, cfg: PSPNetWiring(cfg.feats_channels, cfg.refine_channels, refine_at=cfg.coarse_refine),
+        wiring=lambda chans, cfg, site, refine_at: PSPNetWiring(
+            chans, cfg.feats_channels, cfg.refine_channels, site, refine_at=refine_at
+        ),
     ),
     "deeplabv3": Framework(
         head=lambda chans, k, cfg: ASPPHead(
             chans, cfg.head_channels, k, cfg.dropout, aspp_dilations(cfg.output_stride)
         ),
-        wiring=lambda chans, cfg: DeepLabV3Wiring(
-            cfg.feats_channels, cfg.refine_channels, aspp_dilations(cfg.output_stride), refine_at=cfg.coarse_refine
+        wiring=lambda chans, cfg, site, refine_at: DeepLabV3Wiring(
+            chans, cfg.feats_channels, cfg.refine_channels, site, aspp_dilations(cfg.output_stride), refine_at=refine_at
         ),
     ),
     "upernet": Framework(
         head=lambda chans, k, cfg: UPerHead(chans, cfg.head_channels, k, cfg.dropout),
-        # the FPN (and so the coarse context, its top level) is head_channels wide
-        wiring=lambda chans, cfg: UPerNetWiring(
+        # the FPN (and so IDR's coarse context, its top level) is head_channels wide
+        wiring=lambda chans, cfg, site, refine_at: UPerNetWiring(
             chans,
             cfg.feats_channels,
             cfg.head_channels,
             cfg.refine_channels,
+            site,
             cfg.upernet_context,
             aspp_dilations(cfg.output_stride),
-            refine_at=cfg.coarse_refine,
+            refine_at=refine_at,
         ),
     ),
+}
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """A context module that attaches to every framework of FRAMEWORKS through its wiring."""
+
+    site: Callable[..., PluginSite]  # (cfg) -> where it sits in the framework
+    refine_at: Callable[..., str]  # (cfg) -> when the wiring's self-attention refines the context
+    build: Callable[..., nn.Module]  # (in_channels, num_classes, wiring, cfg, ignore_index) -> head
+    loss_defaults: dict[str, float]  # weights of its outputs that ModelConfig.loss_weights may not name
+
+
+def _idr_head(chans, k, wiring, cfg, ignore_index) -> nn.Module:
+    return IDRHead(
+        chans,
+        k,
+        wiring,
+        feats_channels=cfg.feats_channels,
+        refine_channels=cfg.refine_channels,
+        dropout=cfg.dropout,
+        relation_momentum=cfg.relation_momentum,
+        reps_momentum=cfg.dataset_reps_momentum,
+        ignore_index=ignore_index,
+        stage1_input=cfg.stage1_input,
+    )
+
+
+def _mcibipp_head(chans, k, wiring, cfg, ignore_index) -> nn.Module:
+    options = MCIBIPPOptions.from_mapping(cfg.plugin_options)
+    return MCIBIPPHead(chans, k, wiring, cfg.feats_channels, cfg.refine_channels, cfg.dropout, ignore_index, options)
+
+
+PLUGINS: dict[str, Plugin] = {
+    "idr": Plugin(
+        site=lambda cfg: idr_site(cfg.feats_channels), refine_at=lambda cfg: cfg.coarse_refine,
+        build=_idr_head, loss_defaults={},
+    ),
+    "mcibipp": Plugin(
+        site=lambda cfg: mcibipp_site(cfg.feats_channels), refine_at=lambda cfg: "none",
+        build=_mcibipp_head, loss_defaults={"context": 1.0},
+    ),
+}
+
+#: Frameworks that carry a plug-in other than IDR: `<framework>_<plugin>` -> (framework, plugin).
+#: IDR itself is selected by the `grid.idr` axis on the plain framework names.
+PLUGIN_FRAMEWORKS: dict[str, tuple[str, str]] = {
+    f"{framework}_{plugin}": (framework, plugin) for plugin in PLUGINS if plugin != "idr" for framework in FRAMEWORKS
+}
+
+#: Context schemes with a head of their own (no plug-in wiring, no IDR): name -> head factory.
+SCHEMES: dict[str, Callable[..., nn.Module]] = {
+    "isnet": lambda chans, k, cfg, ignore_index: ISNetHead(chans, k, cfg.feats_channels, cfg.refine_channels, cfg.dropout),
 }
 
 
@@ -93,8 +155,14 @@ def framework_names() -> list[str]:
 
 
 def all_framework_names() -> list[str]:
-    """Every buildable framework: :func:`framework_names`, then the standalone ones (mask2former)."""
-    return list(FRAMEWORKS) + list(STANDALONE)
+    """Every buildable framework: :func:`framework_names`, the plug-in ones (`fcn_mcibipp`, ...),
+    the context schemes with heads of their own (isnet, mcibi), then the standalone ones (mask2former)."""
+    return list(FRAMEWORKS) + list(PLUGIN_FRAMEWORKS) + list(SCHEMES) + list(STANDALONE)
+
+
+def carries_plugin(framework: str) -> bool:
+    """True for frameworks that cannot take IDR on top: a plug-in is already built in, or a scheme head."""
+    return framework in PLUGIN_FRAMEWORKS or framework in SCHEMES
 
 
 def check_backbone(framework: str, backbone: str) -> None:
@@ -114,25 +182,23 @@ def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_ind
     """The model of one cell. `cfg` is a `harness.config.ModelConfig`."""
     if framework in STANDALONE:
         return STANDALONE[framework].build(idr, num_classes, cfg, ignore_index)
-    if framework not in FRAMEWORKS:
+    if framework not in FRAMEWORKS and not carries_plugin(framework):
         raise KeyError(f"unknown framework {framework!r}; allowed: {', '.join(all_framework_names())}")
-    spec = FRAMEWORKS[framework]
+    if idr and carries_plugin(framework):
+        raise ValueError(f"framework {framework!r} carries its own context module; it cannot take IDR (grid.idr: [false])")
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
     chans = backbone.channels
-    if idr:
-        head = IDRHead(
-            chans,
-            num_classes,
-            spec.wiring(chans, cfg),
-            feats_channels=cfg.feats_channels,
-            refine_channels=cfg.refine_channels,
-            dropout=cfg.dropout,
-            relation_momentum=cfg.relation_momentum,
-            reps_momentum=cfg.dataset_reps_momentum,
-            ignore_index=ignore_index,
-            stage1_input=cfg.stage1_input,
-        )
+    weights = dict(cfg.loss_weights)
+    if framework in SCHEMES:
+        head = SCHEMES[framework](chans, num_classes, cfg, ignore_index)
+        weights = {**getattr(head, "loss_defaults", {}), **weights}
+    elif idr or framework in PLUGIN_FRAMEWORKS:
+        base, name = PLUGIN_FRAMEWORKS.get(framework, (framework, "idr"))
+        plugin = PLUGINS[name]
+        wiring = FRAMEWORKS[base].wiring(chans, cfg, plugin.site(cfg), plugin.refine_at(cfg))
+        head = plugin.build(chans, num_classes, wiring, cfg, ignore_index)
+        weights = {**plugin.loss_defaults, **weights}
     else:
-        head = spec.head(chans, num_classes, cfg)
+        head = FRAMEWORKS[framework].head(chans, num_classes, cfg)
     aux = AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
-    return Segmentor(backbone, head, aux, cfg.loss_weights, ignore_index)
+    return Segmentor(backbone, head, aux, weights, ignore_index)
