@@ -150,3 +150,74 @@ def test_a_one_layer_change_fails_the_parity_check(tmp_path, monkeypatch):
     ours.load_state_dict(convert_state_dict(state, ours, "pspnet_mcibipp", False))
     with pytest.raises(AssertionError):
         _check_eval(official, ours)
+
+
+def _check_isnet_train_step(official: nn.Module, ours: nn.Module, size: int = TRAIN_SIZE) -> None:
+    for model in (official, ours):
+        model.double().train()
+        _no_dropout(model)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    target = _targets(size)
+    result = official(SSSegInputStructure(mode="TRAIN", images=x, seg_targets=target))
+    result.loss.backward()
+    losses = ours(x, target)
+    sum(losses.values()).backward()
+    names = {"loss_aux": "aux", "loss_cls_stage1": "stage1", "loss_cls_stage2": "stage2"}
+    official_losses = {k: v for k, v in result.losses_log_dict.items() if k != "loss_total"}
+    assert {names[k] for k in official_losses} == set(losses)
+    for official_name, value in official_losses.items():
+        assert abs(value - losses[names[official_name]].item()) <= TOL * abs(value), official_name
+    assert abs(_grad_norm(official) - _grad_norm(ours)) <= TOL * _grad_norm(official)
+
+
+def test_isnet_same_eval_logits_and_training_step(tmp_path):
+    # the ADE20K, Cityscapes and COCO-Stuff-10k configs differ only in the class count
+    official, ours = build_pair(tmp_path, "isnet", "ade20k", False)
+    _check_eval(official, ours)
+    _check_isnet_train_step(official, ours)
+
+
+def test_isnet_parameter_count():
+    official = BuildSegmentor(official_segmentor_cfg("isnet", "ade20k", False, num_classes=150), mode="TRAIN")
+    ours, _ = build_official_model("isnet", False, "ade20k", R50, 150)
+    assert _trainable_millions(official) == _trainable_millions(ours) == 49.20
+    assert _trainable_millions(ours.head) == _context_millions(official)
+
+
+# every official R50-D8 config of the schemes (and MCIBI++ UPerNet Swin-L): same module tree and shapes
+TREE_CASES = [(f, d, R50) for f in ("fcn_mcibipp", "pspnet_mcibipp", "deeplabv3_mcibipp", "upernet_mcibipp")
+              for d in ("ade20k", "cityscapes", "coco_stuff10k", "lip")]
+TREE_CASES += [("isnet", d, R50) for d in ("ade20k", "cityscapes", "coco_stuff10k")]
+TREE_CASES += [("upernet_mcibipp", "ade20k", SWIN_L)]
+
+
+@pytest.mark.parametrize(("framework", "dataset", "backbone"), TREE_CASES)
+def test_every_official_config_has_the_same_tree(framework, dataset, backbone, shrunken_swin):  # noqa: F811
+    from harness.convert import convert_state_dict
+
+    depths = SHRUNKEN_SWIN if backbone == SWIN_L else None
+    official = BuildSegmentor(official_segmentor_cfg(framework, dataset, False, backbone, num_classes=K,
+                                                     swin_depths=depths), mode="TRAIN")
+    ours, _ = build_official_model(framework, False, dataset, backbone, K)
+    convert_state_dict(official.state_dict(), ours, framework, False, backbone)  # raises on any misfit
+    assert _trainable_millions(official) == _trainable_millions(ours)
+
+
+def test_convert_cli_round_trips_a_scheme_checkpoint(tmp_path):
+    """An official MCIBI++ checkpoint -> `python -m harness.convert` -> our model: every tensor
+    equal, the memory included, and the converted file loads into the model built for it."""
+    from harness.convert import main
+
+    official = BuildSegmentor(official_segmentor_cfg("upernet_mcibipp", "lip", False), mode="TRAIN")
+    with torch.no_grad():
+        official.memory_module.memory.data.uniform_(0.5, 1.5)
+    torch.save({"model": official.state_dict(), "epoch": 1}, tmp_path / "mcibiplusplus.pth")
+    argv = [str(tmp_path / "mcibiplusplus.pth"), "--framework", "upernet_mcibipp", "--dataset", "lip",
+            "--out", str(tmp_path / "model.pt")]
+    assert main(argv) == 0
+    saved = torch.load(tmp_path / "model.pt", map_location="cpu", weights_only=True)
+    ours, _ = build_official_model("upernet_mcibipp", False, "lip", R50)
+    ours.load_state_dict(saved["model"])
+    assert torch.equal(ours.head.memory.memory, official.memory_module.memory.data)
+    assert torch.equal(ours.head.decoder[0][0].weight, official.decoder_cls.conv1.weight)
+    assert saved["source"]["framework"] == "upernet_mcibipp"
