@@ -87,6 +87,20 @@ class Grid(Strict):
 
         return _check_names(v, all_framework_names(), "framework")
 
+    @model_validator(mode="after")
+    def _plugin_frameworks_without_idr(self) -> "Grid":
+        """A framework carrying its own context module (fcn_mcibipp, isnet, ...) runs only in the
+        idr: false cells of the grid; a grid with no such cell for it is an error."""
+        if not _REGISTRY_CHECKS.get() or False in self.idr:
+            return self
+        from models.registry import carries_plugin
+
+        own = [f for f in self.frameworks if carries_plugin(f)]
+        if own:
+            raise ValueError(f"framework {own[0]!r} carries its own context module and cannot take IDR; "
+                             "grid.idr must include false")
+        return self
+
     @field_validator("datasets")
     @classmethod
     def _known_datasets(cls, v: list[str]) -> list[str]:
@@ -323,6 +337,14 @@ def _cell_sections(exp: Experiment, keys: dict[str, Any], assignment: dict[str, 
     return sections
 
 
+def _carries_plugin(framework: str) -> bool:
+    if not _REGISTRY_CHECKS.get():
+        return False
+    from models.registry import carries_plugin
+
+    return carries_plugin(framework)
+
+
 def expand_cells(exp: Experiment) -> list[Cell]:
     """The experiment's cells, in a stable order (framework, dataset, seed, sweep, baseline first)."""
     sweep_paths = list(exp.grid.sweep)
@@ -331,6 +353,8 @@ def expand_cells(exp: Experiment) -> list[Cell]:
     for framework, dataset, seed, assignment, idr in itertools.product(
         exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, assignments, exp.grid.idr
     ):
+        if idr and _carries_plugin(framework):
+            continue  # the idr axis applies to the frameworks that take IDR
         keys = {"framework": framework, "dataset": dataset, "idr": idr, "seed": seed}
         sections = _cell_sections(exp, keys, assignment)
         cells.append(
