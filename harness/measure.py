@@ -410,18 +410,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _idr_modes(framework: str, idr: str, carries_plugin: bool) -> dict[str, list[bool]]:
+    """--idr value -> the IDR flags measured; a plug-in or scheme framework is measured as it is."""
+    modes = {"on": [True], "off": [False], "both": [False, True]}
+    if idr not in modes:
+        raise UsageError(f"--idr: unknown {idr!r}; allowed: on, off, both")
+    if carries_plugin:
+        if idr == "on":
+            raise UsageError(f"--idr: {framework} carries its own context module and takes no IDR; allowed: off")
+        modes["both"] = [False]
+    return modes
+
+
 def _validate(args: argparse.Namespace):
     """The checked plan: (frameworks flags, sizes, ModelConfig, device); raises UsageError."""
     from pydantic import ValidationError
 
     from harness.config import ModelConfig
-    from models.registry import all_framework_names, check_backbone
+    from models.registry import all_framework_names, carries_plugin, check_backbone
 
     if args.framework not in all_framework_names():
         raise UsageError(f"--framework: unknown {args.framework!r}; allowed: {', '.join(all_framework_names())}")
-    idr_modes = {"on": [True], "off": [False], "both": [False, True]}
-    if args.idr not in idr_modes:
-        raise UsageError(f"--idr: unknown {args.idr!r}; allowed: on, off, both")
+    idr_modes = _idr_modes(args.framework, args.idr, carries_plugin(args.framework))
     sizes = []
     for text in args.size or ["512x512"]:
         try:
