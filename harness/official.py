@@ -112,6 +112,8 @@ def released_pairs() -> list[tuple[str, str, str]]:
 def official_checkpoint_name(framework: str, dataset: str, backbone: str = R50, idr: bool = True) -> str:
     """The model-zoo file name, e.g. idrnet_upernet_resnet50os8_ade20k.pth."""
     check_pair(framework, dataset, backbone, idr)
+    if schemes.is_scheme(framework):
+        return f"{schemes.scheme_checkpoint_stem(framework, dataset, backbone)}_{OFFICIAL_DATASET_NAMES[dataset]}.pth"
     net = "swinlarge" if backbone == SWIN_L else "resnet50os8"
     data = OFFICIAL_DATASET_NAMES[dataset]
     if idr:

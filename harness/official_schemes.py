@@ -181,13 +181,10 @@ def scheme_segmentor_cfg(
     })
 
 
-def scheme_checkpoint_name(framework: str, dataset: str, backbone: str = R50) -> str:
-    """The model-zoo file name, e.g. mcibiplusplus_upernet_resnet50os8_ade20k.pth."""
+def scheme_checkpoint_stem(framework: str, dataset: str, backbone: str = R50) -> str:
+    """The model-zoo file name before the dataset, e.g. mcibiplusplus_upernet_resnet50os8."""
     check_scheme_pair(framework, dataset, backbone)
-    from harness.official import OFFICIAL_DATASET_NAMES
-
-    if framework in OWN_HEAD_DATASETS:
-        return f"{framework}_resnet50os8_{OFFICIAL_DATASET_NAMES[dataset]}.pth"
     net = "swinlarge" if backbone == SWIN_L else "resnet50os8"
-    stem = MCIBIPP_ZOO_STEMS[MCIBIPP_FRAMEWORKS[framework]]
-    return f"mcibiplusplus_{stem}{net}_{OFFICIAL_DATASET_NAMES[dataset]}.pth"
+    if framework in OWN_HEAD_DATASETS:
+        return f"{framework}_{net}"
+    return f"mcibiplusplus_{MCIBIPP_ZOO_STEMS[MCIBIPP_FRAMEWORKS[framework]]}{net}"
