@@ -121,14 +121,17 @@ class Grid(Strict):
         return v
 
     @model_validator(mode="after")
-    def _schemes_have_baseline_cells(self) -> "Grid":
+    def _plugin_frameworks_without_idr(self) -> "Grid":
+        """A framework carrying its own context module (fcn_mcibipp, isnet, ...) runs only in the
+        idr: false cells of the grid; a grid with no such cell for it is an error."""
         if not _REGISTRY_CHECKS.get() or False in self.idr:
             return self
-        from models.registry import has_idr_variant
+        from models.registry import carries_plugin
 
-        schemes = [f for f in self.frameworks if not has_idr_variant(f)]
-        if schemes:
-            raise ValueError(f"idr: {schemes[0]!r} is a context scheme with no IDR variant; its cells need false in idr")
+        own = [f for f in self.frameworks if carries_plugin(f)]
+        if own:
+            raise ValueError(f"framework {own[0]!r} carries its own context module and cannot take IDR; "
+                             "grid.idr must include false")
         return self
 
     @field_validator("datasets")
@@ -179,6 +182,11 @@ class ModelConfig(Strict):
         default_factory=lambda: {"aux": 0.4, "stage1": 0.4, "stage2": 1.0, "decode": 1.0}
     )
     sync_bn: bool = True
+    plugin_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="switches of a plug-in other than IDR, checked by it (models/plugins/<plugin>.py; "
+        "MCIBI++: self_attention, gather_from, stage1_kernel, context_kernel, decode_kernel, memory_momentum)",
+    )
 
     @field_validator("backbone")
     @classmethod
@@ -194,7 +202,7 @@ class ModelConfig(Strict):
     @field_validator("loss_weights")
     @classmethod
     def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "pam", "cam"], "loss")
+        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "context", "pam", "cam"], "loss")
         return v
 
 
@@ -453,13 +461,12 @@ def _cell_sections(exp: Experiment, keys: dict[str, Any], assignment: dict[str, 
     return sections
 
 
-def _has_idr_variant(framework: str) -> bool:
-    """models.registry.has_idr_variant; True in the first validation pass (which imports no registry)."""
+def _carries_plugin(framework: str) -> bool:
     if not _REGISTRY_CHECKS.get():
-        return True
-    from models.registry import has_idr_variant
+        return False
+    from models.registry import carries_plugin
 
-    return has_idr_variant(framework)
+    return carries_plugin(framework)
 
 
 def expand_cells(exp: Experiment) -> list[Cell]:
@@ -474,8 +481,8 @@ def expand_cells(exp: Experiment) -> list[Cell]:
     for framework, dataset, seed, assignment, idr in itertools.product(
         exp.grid.frameworks, exp.grid.datasets, exp.grid.seeds, assignments, exp.grid.idr
     ):
-        if idr and not _has_idr_variant(framework):
-            continue
+        if idr and _carries_plugin(framework):
+            continue  # the idr axis applies to the frameworks that take IDR
         keys = {"framework": framework, "dataset": dataset, "idr": idr, "seed": seed}
         variants = [{**assignment, **v.set} for v in exp.grid.variants if v.matches(keys)]
         for values in [assignment, *variants]:

@@ -1,4 +1,4 @@
-"""Convert an official sssegmentation (IDRNet or baseline) checkpoint into our `model.pt`.
+"""Convert an official sssegmentation (IDRNet, baseline or MCIBI++) checkpoint into our `model.pt`.
 
     python -m harness.convert CKPT --framework F [--idr] --dataset D [--backbone resnet50c|swin_large] --out model.pt
 
@@ -7,7 +7,7 @@ The official trainer saves `{'model': segmentor.state_dict(), 'optimizer': ..., 
 arbitrary pickled objects is refused, naming what it needs. Our model is the official one of
 (framework, dataset[, backbone]) (harness/official.py), so every official tensor has exactly one
 place in it: backbone, heads, auxiliary head and the four IDR buffers (`class_relations_mean/var`,
-`selected_classes_counter`, `dl_cls_representations`). Every official key left over, every model
+`selected_classes_counter`, `dl_cls_representations`; MCIBI++'s `memory_module.memory`). Every official key left over, every model
 key left unfilled and every shape that differs is reported, one line each (exit 2), and nothing is
 written. The output is written atomically as `{'model': state_dict, 'source': provenance}`.
 """
@@ -37,6 +37,7 @@ from harness.official import (
     check_pair,
     our_model_config,
 )
+from harness.official_schemes import MCIBIPP_FRAMEWORKS, OWN_HEAD_DATASETS, is_scheme
 
 BACKBONES = (R50, SWIN_L)
 _ATTENTION_PARTS = ("key_project", "query_project", "value_project", "out_project")
@@ -224,6 +225,44 @@ def _idr_pairs(model: nn.Module) -> list[tuple[str, list[str]]]:
     return pairs
 
 
+def _mcibipp_pairs(model: nn.Module) -> list[tuple[str, list[str]]]:
+    head = model.head
+    pairs = [("bottleneck", ["head.bottleneck"])]
+    if head.context_classifier is not None:
+        pairs.append(("context_within_image_module", ["head.wiring.context"]))
+    if head.context_attention is not None:
+        pairs += _attention("self_attention", "head.context_attention")
+    pairs += [("memory_module.memory", ["head.memory.memory"])]
+    pairs += _attention("memory_module.self_attention", "head.memory.attention")
+    pairs += [("memory_module.bottleneck", ["head.memory.fuse"])]
+    if hasattr(head.wiring, "fpn"):
+        pairs += [("lateral_convs", ["head.wiring.fpn.laterals"]), ("fpn_convs", ["head.wiring.fpn.outputs"])]
+    pairs += [("decoder_pr", ["head.stage1"]), ("decoder_cls", ["head.decoder"])]
+    if head.context_classifier is not None:
+        pairs.append(("decoder_cwi", ["head.context_classifier"]))
+    return pairs
+
+
+_ISNET_PAIRS = [
+    ("bottleneck", ["head.bottleneck"]),
+    *_attention("ilc_net.correlate_net", "head.image_context.attention"),
+    ("ilc_net.bottleneck", ["head.image_context.fuse"]),
+    *_attention("slc_net.correlate_net", "head.semantic_context.attention"),
+    ("slc_net.bottleneck", ["head.semantic_context.fuse"]),
+    ("decoder_stage1", ["head.stage1"]),
+    ("decoder_stage2", ["head.stage2"]),
+]
+
+
+def _head_pairs(model: nn.Module, framework: str, idr: bool) -> list[tuple[str, list[str]]]:
+    """(official module, our modules) of everything but backbone and auxiliary head."""
+    if framework == "isnet":
+        return _ISNET_PAIRS
+    if is_scheme(framework):
+        return _mcibipp_pairs(model)
+    return _idr_pairs(model) if idr else _baseline_pairs(framework)
+
+
 def _under(keys: Iterable[str], prefix: str) -> list[str]:
     return [k for k in keys if k == prefix or k.startswith(prefix + ".")]
 
@@ -277,7 +316,7 @@ def convert_state_dict(
     problems = [f"{d} ({_shape(t)}) does not fit backbone tensor {_shape(ours[d])}"
                 for d, t in out.items() if t.shape != ours[d].shape]
     aux = "aux_head" if model.aux_head is not None else "head.aux"  # OCRNet's head owns it
-    pairs = (_idr_pairs(model) if idr else _baseline_pairs(framework)) + [("auxiliary_decoder", [aux])]
+    pairs = _head_pairs(model, framework, idr) + [("auxiliary_decoder", [aux])]
     for source, targets in pairs:
         mapped, wrong, consumed = _zip_module(official, ours, source, targets)
         out.update(mapped)
@@ -418,7 +457,9 @@ def convert_file(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.convert", description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path, help="official sssegmentation checkpoint (.pth)")
-    parser.add_argument("--framework", required=True, choices=[*FRAMEWORKS, *SIMILARITY_SCHEMES])
+    parser.add_argument(
+        "--framework", required=True, choices=[*FRAMEWORKS, *MCIBIPP_FRAMEWORKS, *OWN_HEAD_DATASETS, *SIMILARITY_SCHEMES]
+    )
     parser.add_argument("--idr", action="store_true", help="an IDRNet checkpoint (else the baseline)")
     parser.add_argument("--dataset", required=True, choices=sorted(OFFICIAL_NUM_CLASSES))
     parser.add_argument("--backbone", default=R50, choices=BACKBONES)

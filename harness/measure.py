@@ -438,16 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _idr_flags(framework: str, idr: str) -> list[bool]:
-    """The IDR settings `--idr` asks for; a context scheme has only its baseline. Raises UsageError."""
-    from models.registry import has_idr_variant
+    """The IDR settings `--idr` asks for; a plug-in or scheme framework has only its own. Raises UsageError."""
+    from models.registry import carries_plugin
 
     modes = {"on": [True], "off": [False], "both": [False, True]}
     if idr not in modes:
         raise UsageError(f"--idr: unknown {idr!r}; allowed: on, off, both")
-    if has_idr_variant(framework):
+    if not carries_plugin(framework):
         return modes[idr]
     if idr == "on":
-        raise UsageError(f"--idr: {framework} is a context scheme with no IDR variant; allowed: off, both")
+        raise UsageError(f"--idr: {framework} carries its own context module and takes no IDR; allowed: off, both")
     return [False]
 
 

@@ -18,6 +18,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+from harness import official_schemes as schemes
+
 R50 = "resnet50c"
 SWIN_L = "swin_large"
 R50_DATASETS = ("ade20k", "cityscapes", "coco_stuff10k", "lip")
@@ -85,6 +87,11 @@ def idr_switches(framework: str, dataset: str, backbone: str = R50) -> IDRSwitch
 
 def check_pair(framework: str, dataset: str, backbone: str = R50, idr: bool = True) -> None:
     """ValueError (one line) unless an official config exists for this combination."""
+    if schemes.is_scheme(framework):
+        if idr:
+            raise ValueError(f"{framework} carries its own context module: no official config with IDR")
+        schemes.check_scheme_pair(framework, dataset, backbone)
+        return
     if backbone == R50 and framework in SIMILARITY_SCHEMES:
         if idr or dataset not in SCHEME_DATASETS:
             raise ValueError(
@@ -116,6 +123,8 @@ def released_pairs() -> list[tuple[str, str, str]]:
 def official_checkpoint_name(framework: str, dataset: str, backbone: str = R50, idr: bool = True) -> str:
     """The model-zoo file name, e.g. idrnet_upernet_resnet50os8_ade20k.pth."""
     check_pair(framework, dataset, backbone, idr)
+    if schemes.is_scheme(framework):
+        return f"{schemes.scheme_checkpoint_stem(framework, dataset, backbone)}_{OFFICIAL_DATASET_NAMES[dataset]}.pth"
     net = "swinlarge" if backbone == SWIN_L else "resnet50os8"
     data = OFFICIAL_DATASET_NAMES[dataset]
     if idr:
@@ -180,6 +189,8 @@ def official_schedule(framework: str, dataset: str, backbone: str = R50, idr: bo
 def official_model_settings(framework: str, dataset: str, idr: bool, backbone: str = R50) -> dict[str, Any]:
     """`ModelConfig` keys that make our model the official one for this combination."""
     check_pair(framework, dataset, backbone, idr)
+    if schemes.is_scheme(framework):
+        return schemes.scheme_model_settings(framework, dataset, backbone)
     out: dict[str, Any] = {"feats_channels": 512, "head_channels": 512, "aux_channels": 512, "refine_channels": 256}
     if backbone == SWIN_L:
         out["head_channels"] = 1024  # the FPN width of the Swin-L configs
@@ -295,6 +306,11 @@ def official_segmentor_cfg(
     """
     check_pair(framework, dataset, backbone, idr)
     k = OFFICIAL_NUM_CLASSES[dataset] if num_classes is None else num_classes
+    if schemes.is_scheme(framework):
+        return schemes.scheme_segmentor_cfg(
+            framework, dataset, backbone, k, backbone_cfg=_backbone_cfg(backbone, "upernet", norm, swin_depths),
+            loss=_ce, norm=norm, ignore_index=ignore_index,
+        )
     losses = {"loss_aux": _ce(0.4, ignore_index)}
     if idr:
         head = _idr_head(framework, dataset, backbone, ignore_index)

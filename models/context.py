@@ -10,8 +10,9 @@
 Both PPM and ASPP end in their 3x3 fusion conv, so each maps `in_channels -> channels` and can
 serve directly as IDR's coarse context module (the official IDRNet uses them that way).
 
-:class:`RefinedContextWiring` is the IDR wiring pattern common to PSPNet, DeepLabV3 and UPerNet:
-a context module on F feeds stage 1, and a self-attention block refines it after stage 1.
+:class:`RefinedContextWiring` is the plug-in wiring (:mod:`models.plugins.wiring`) common to PSPNet,
+DeepLabV3 and UPerNet: a context module on F or the backbone's top stage feeds the plug-in's
+first stage, and a self-attention block may refine it.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.layers import ConvBNReLU, SelfAttentionBlock
+from models.plugins.wiring import PluginSite
 
 PSP_POOL_SCALES = (1, 2, 3, 6)
 _ASPP_DILATIONS_OS16 = (1, 6, 12, 18)
@@ -88,18 +90,21 @@ class FPN(nn.Module):
     """UPerNet's feature pyramid over the lower backbone levels plus a given top level.
 
     `in_channels` lists the widths of the lower levels (backbone stages 1-3). The top level is
-    passed in ready-made at `channels` width (a PPM or ASPP output). Each lower level gets a 1x1
+    passed in ready-made at `channels` width (a PPM or ASPP output); the lower levels leave their
+    3x3 convs `out_channels` wide (default `channels`; MCIBI++ narrows them). Each lower level gets a 1x1
     conv-BN-ReLU lateral; from the top down every level adds the bilinearly upsampled level
     above it; the lower levels then go through a 3x3 conv-BN-ReLU (the top level is taken as
     is); finally all levels are upsampled to the first level's size. Returns the list of the
     `len(in_channels) + 1` maps, each [B,channels,h1,w1].
     """
 
-    def __init__(self, in_channels: Sequence[int], channels: int):
+    def __init__(self, in_channels: Sequence[int], channels: int, out_channels: int | None = None):
         super().__init__()
+        out_channels = channels if out_channels is None else out_channels
         self.laterals = nn.ModuleList(ConvBNReLU(c, channels, 1) for c in in_channels)
-        self.outputs = nn.ModuleList(ConvBNReLU(channels, channels, 3) for _ in in_channels)
+        self.outputs = nn.ModuleList(ConvBNReLU(channels, out_channels, 3) for _ in in_channels)
         self.channels = channels
+        self.out_channels = out_channels
         self.num_levels = len(in_channels) + 1
 
     def forward(self, lower: Sequence[torch.Tensor], top: torch.Tensor) -> list[torch.Tensor]:
@@ -115,23 +120,26 @@ REFINE_POSITIONS = ("before", "after", "none")
 
 
 class RefinedContextWiring(nn.Module):
-    """IDR wiring around a context module on F whose output may be refined by self-attention.
+    """Plug-in wiring around a context module whose output may be refined by self-attention.
 
-    Reads: F (the IDR bottleneck output, `feats_channels`) through `context`; stage 1 reads
-    the context output; `refine` runs a self-attention block (query = key = the context,
-    `refine_channels` wide, output at the context's width); stage 2 reads [F, Z, refined
-    context] (2C + context channels). Subclasses change what stage 2 reads (`stage2_context`).
+    Reads: F (the plug-in's bottleneck output) or the backbone's top stage, as `site` says,
+    through `context`; stage 1 reads the context output; `refine` runs a self-attention block
+    (query = key = the context, `refine_channels` wide, output at the context's width); stage 2
+    reads [plug-in output, refined context] (IDR: [F, Z, context], 2C + context channels).
+    Subclasses change what stage 2 reads (`stage2_context`).
 
     `refine_at` says when the refinement runs (the official use_sa_on_coarsecontext_before /
     _after): "before" stage 1 (stage 1 then reads the refined context), "after" stage 1, or
     "none" (no self-attention block at all; the official LIP configs).
     """
 
+    has_context = True
+
     def __init__(
         self,
         context: nn.Module,
         context_channels: int,
-        feats_channels: int,
+        site: PluginSite,
         refine_channels: int,
         refine_at: str = "after",
     ):
@@ -139,6 +147,8 @@ class RefinedContextWiring(nn.Module):
         if refine_at not in REFINE_POSITIONS:
             raise ValueError(f"unknown coarse_refine {refine_at!r}; allowed: {', '.join(REFINE_POSITIONS)}")
         self.context = context
+        self.site = site
+        self.plugin_at = site.plugin_at
         self.refine_at = refine_at
         self.refiner = (
             None
@@ -147,10 +157,10 @@ class RefinedContextWiring(nn.Module):
         )
         self.context_channels = context_channels
         self.stage1_channels = context_channels
-        self.stage2_channels = 2 * feats_channels + context_channels
+        self.stage2_channels = site.plugin_channels + context_channels
 
     def coarse_context(self, feats: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        return self.context(feats)
+        return self.context(self.site.context_input(feats, pyramid))
 
     def refine(self, coarse: torch.Tensor) -> torch.Tensor:
         return coarse if self.refiner is None else self.refiner(coarse, coarse)

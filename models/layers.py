@@ -16,11 +16,11 @@ class ConvBNReLU(nn.Sequential):
 
 
 class PixelClassifier(nn.Sequential):
-    """1x1 conv-BN-ReLU, Dropout2d, 1x1 conv to K: IDR's stage-1 and stage-2 decoders."""
+    """1x1 (or `kernel_size`) conv-BN-ReLU, Dropout2d, 1x1 conv to K: IDR's stage-1 and stage-2 decoders."""
 
-    def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float):
+    def __init__(self, in_channels: int, channels: int, num_classes: int, dropout: float, kernel_size: int = 1):
         super().__init__(
-            ConvBNReLU(in_channels, channels, 1),
+            ConvBNReLU(in_channels, channels, kernel_size),
             nn.Dropout2d(dropout),
             nn.Conv2d(channels, num_classes, 1),
         )

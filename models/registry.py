@@ -1,9 +1,11 @@
-"""Framework registry: name -> (baseline head factory, IDR wiring factory).
+"""Framework registry: frameworks (baseline head, plug-in wiring), plug-ins, context schemes.
 
 To add a framework, write `models/heads/<name>.py` with a head returning a dict of logit maps
-(and naming its main output), plus a wiring object for IDR, then register both here.
-A context scheme that is a framework of its own, with no IDR variant (Non-local, DNL, OCRNet,
-DANet, CCNet), registers only its head in `SCHEMES`.
+(and naming its main output), plus a plug-in wiring (models/plugins/wiring.py), then register
+both in FRAMEWORKS. To add a plug-in, write `models/plugins/<name>.py` (its head, built on any
+framework's wiring, and its PluginSite) and register it in PLUGINS: every framework then gets
+`<framework>_<name>`. A context scheme with a head of its own (ISNet; the similarity-driven
+Non-local, DNL, OCRNet, DANet, CCNet) goes into SCHEMES: it is compared with IDR, not combined.
 A framework in the user's own package needs no edit here: an experiment names it by import path
 (``"my_pkg.heads:FRAMEWORK"``) or by the name its package declares in the entry-point group
 ``idrbench.frameworks``; the object is a :class:`Framework` (or a :class:`StandaloneFramework`).
@@ -20,15 +22,18 @@ import torch.nn as nn
 
 from models.backbones import build_backbone, resolve_pretrained
 from models.context import aspp_dilations
-from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.heads.ccnet import ccnet_head
 from models.heads.danet import DANetHead
+from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.heads.dnlnet import dnl_head
 from models.heads.fcn import FCNHead, FCNWiring
+from models.heads.isnet import ISNetHead
 from models.heads.nonlocalnet import nonlocal_head
 from models.heads.ocrnet import OCRHead
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
-from models.plugins.idr_head import IDRCore, IDRHead
+from models.plugins.idr_head import IDRCore, IDRHead, idr_site
+from models.plugins.mcibipp import MCIBIPPHead, MCIBIPPOptions, mcibipp_site
+from models.plugins.wiring import PluginSite
 from models.layers import AuxiliaryHead
 from models.heads.pspnet import PSPHead, PSPNetWiring
 from models.segmentor import Segmentor
@@ -37,52 +42,104 @@ from models.heads.upernet import UPerHead, UPerNetWiring
 
 @dataclass(frozen=True)
 class Framework:
-    head: Callable[..., nn.Module]  # (in_channels, num_classes, cfg) -> head
-    wiring: Callable[..., nn.Module]  # (in_channels, cfg) -> IDR wiring
+    head: Callable[..., nn.Module]  # (in_channels, num_classes, cfg) -> baseline head
+    wiring: Callable[..., nn.Module]  # (in_channels, cfg, site, refine_at) -> plug-in wiring
 
 
 FRAMEWORKS: dict[str, Framework] = {
     "fcn": Framework(
         head=lambda chans, k, cfg: FCNHead(chans, cfg.head_channels, k, cfg.dropout),
-        wiring=lambda chans, cfg: FCNWiring(cfg.feats_channels),
+        wiring=lambda chans, cfg, site, refine_at: FCNWiring(cfg.feats_channels, site),
     ),
     "pspnet": Framework(
         head=lambda chans, k, cfg: PSPHead(chans, cfg.head_channels, k, cfg.dropout),
-        wiring=lambda chans, cfg: PSPNetWiring(cfg.feats_channels, cfg.refine_channels, refine_at=cfg.coarse_refine),
+        wiring=lambda chans, cfg, site, refine_at: PSPNetWiring(
+            chans, cfg.feats_channels, cfg.refine_channels, site, refine_at=refine_at
+        ),
     ),
     "deeplabv3": Framework(
         head=lambda chans, k, cfg: ASPPHead(
             chans, cfg.head_channels, k, cfg.dropout, aspp_dilations(cfg.output_stride)
         ),
-        wiring=lambda chans, cfg: DeepLabV3Wiring(
-            cfg.feats_channels, cfg.refine_channels, aspp_dilations(cfg.output_stride), refine_at=cfg.coarse_refine
+        wiring=lambda chans, cfg, site, refine_at: DeepLabV3Wiring(
+            chans, cfg.feats_channels, cfg.refine_channels, site, aspp_dilations(cfg.output_stride), refine_at=refine_at
         ),
     ),
     "upernet": Framework(
         head=lambda chans, k, cfg: UPerHead(chans, cfg.head_channels, k, cfg.dropout),
-        # the FPN (and so the coarse context, its top level) is head_channels wide
-        wiring=lambda chans, cfg: UPerNetWiring(
+        # the FPN (and so IDR's coarse context, its top level) is head_channels wide
+        wiring=lambda chans, cfg, site, refine_at: UPerNetWiring(
             chans,
             cfg.feats_channels,
             cfg.head_channels,
             cfg.refine_channels,
+            site,
             cfg.upernet_context,
             aspp_dilations(cfg.output_stride),
-            refine_at=cfg.coarse_refine,
+            refine_at=refine_at,
         ),
     ),
 }
 
 
-#: Context schemes built as frameworks of their own (baseline head only, no IDR wiring):
-#: (in_channels, num_classes, cfg) -> head. A head may own its auxiliary head (`owns_auxiliary`,
-#: OCRNet) and name loss weights of its extra outputs (`loss_weights`, DANet).
+@dataclass(frozen=True)
+class Plugin:
+    """A context module that attaches to every framework of FRAMEWORKS through its wiring."""
+
+    site: Callable[..., PluginSite]  # (cfg) -> where it sits in the framework
+    refine_at: Callable[..., str]  # (cfg) -> when the wiring's self-attention refines the context
+    build: Callable[..., nn.Module]  # (in_channels, num_classes, wiring, cfg, ignore_index) -> head
+
+
+def _idr_head(chans, k, wiring, cfg, ignore_index) -> nn.Module:
+    return IDRHead(
+        chans,
+        k,
+        wiring,
+        feats_channels=cfg.feats_channels,
+        refine_channels=cfg.refine_channels,
+        dropout=cfg.dropout,
+        relation_momentum=cfg.relation_momentum,
+        reps_momentum=cfg.dataset_reps_momentum,
+        ignore_index=ignore_index,
+        stage1_input=cfg.stage1_input,
+    )
+
+
+def _mcibipp_head(chans, k, wiring, cfg, ignore_index) -> nn.Module:
+    options = MCIBIPPOptions.from_mapping(cfg.plugin_options)
+    return MCIBIPPHead(chans, k, wiring, cfg.feats_channels, cfg.refine_channels, cfg.dropout, ignore_index, options)
+
+
+PLUGINS: dict[str, Plugin] = {
+    "idr": Plugin(
+        site=lambda cfg: idr_site(cfg.feats_channels), refine_at=lambda cfg: cfg.coarse_refine,
+        build=_idr_head,
+    ),
+    "mcibipp": Plugin(
+        site=lambda cfg: mcibipp_site(cfg.feats_channels), refine_at=lambda cfg: "none",
+        build=_mcibipp_head,
+    ),
+}
+
+#: Frameworks that carry a plug-in other than IDR: `<framework>_<plugin>` -> (framework, plugin).
+#: IDR itself is selected by the `grid.idr` axis on the plain framework names.
+PLUGIN_FRAMEWORKS: dict[str, tuple[str, str]] = {
+    f"{framework}_{plugin}": (framework, plugin) for plugin in PLUGINS if plugin != "idr" for framework in FRAMEWORKS
+}
+
+#: Context schemes with a head of their own (no plug-in wiring, no IDR):
+#: name -> (in_channels, num_classes, cfg, ignore_index) -> head. A head may own its auxiliary head
+#: (`owns_auxiliary`: OCRNet reads the auxiliary logits as its object regions), name default weights
+#: of its extra outputs (`loss_defaults`, DANet's pam / cam) and its context module
+#: (`context_modules`, reported by harness.measure).
 SCHEMES: dict[str, Callable[..., nn.Module]] = {
-    "nonlocalnet": lambda chans, k, cfg: nonlocal_head(chans, cfg.head_channels, k, cfg.dropout),
-    "dnlnet": lambda chans, k, cfg: dnl_head(chans, cfg.head_channels, k, cfg.dropout),
-    "ocrnet": lambda chans, k, cfg: OCRHead(chans, cfg.head_channels, cfg.aux_channels, k, cfg.dropout),
-    "danet": lambda chans, k, cfg: DANetHead(chans, cfg.head_channels, k, cfg.dropout),
-    "ccnet": lambda chans, k, cfg: ccnet_head(chans, cfg.head_channels, k, cfg.dropout),
+    "isnet": lambda chans, k, cfg, ignore_index: ISNetHead(chans, k, cfg.feats_channels, cfg.refine_channels, cfg.dropout),
+    "nonlocalnet": lambda chans, k, cfg, ignore_index: nonlocal_head(chans, cfg.head_channels, k, cfg.dropout),
+    "dnlnet": lambda chans, k, cfg, ignore_index: dnl_head(chans, cfg.head_channels, k, cfg.dropout),
+    "ocrnet": lambda chans, k, cfg, ignore_index: OCRHead(chans, cfg.head_channels, cfg.aux_channels, k, cfg.dropout),
+    "danet": lambda chans, k, cfg, ignore_index: DANetHead(chans, cfg.head_channels, k, cfg.dropout),
+    "ccnet": lambda chans, k, cfg, ignore_index: ccnet_head(chans, cfg.head_channels, k, cfg.dropout),
 }
 
 
@@ -142,13 +199,15 @@ def _load_user_framework(name: str) -> Framework | StandaloneFramework:
     if callable(getattr(found, "head", None)) and callable(getattr(found, "wiring", None)):
         return Framework(head=found.head, wiring=found.wiring)
     raise ValueError(f"framework {name!r}: {type(found).__name__} is not a models.registry.Framework "
-                     "(head(in_channels, num_classes, cfg) and wiring(in_channels, cfg))")
+                     "(head(in_channels, num_classes, cfg) and wiring(in_channels, cfg, site, refine_at))")
 
 
 def framework_spec(name: str) -> Framework | StandaloneFramework:
     """The framework `name`: registered here, an import path, or an entry point; ValueError (one line) if none."""
     if name in FRAMEWORKS:
         return FRAMEWORKS[name]
+    if name in PLUGIN_FRAMEWORKS:
+        return FRAMEWORKS[PLUGIN_FRAMEWORKS[name][0]]
     if name in STANDALONE:
         return STANDALONE[name]
     return _load_user_framework(name)
@@ -158,7 +217,7 @@ def framework_source(name: str) -> str:
     """The source of a user's framework module (its FLOP counts are cached by it); '' for ours."""
     import inspect
 
-    if name in FRAMEWORKS or name in STANDALONE or name in SCHEMES:
+    if name in FRAMEWORKS or name in PLUGIN_FRAMEWORKS or name in STANDALONE or name in SCHEMES:
         return ""
     spec = framework_spec(name)
     module = inspect.getmodule(spec.head if isinstance(spec, Framework) else spec.build)
@@ -174,9 +233,10 @@ def framework_names() -> list[str]:
 
 
 def all_framework_names() -> list[str]:
-    """Every framework known by name: :func:`framework_names`, the standalone ones (mask2former), the
-    context schemes, then those that installed packages declare (entry points); import paths are not listed."""
-    ours = list(FRAMEWORKS) + list(STANDALONE) + list(SCHEMES)
+    """Every buildable framework: :func:`framework_names`, the plug-in ones (`fcn_mcibipp`, ...),
+    the context schemes with heads of their own (isnet, ocrnet, ...), the standalone ones (mask2former),
+    then those that installed packages declare (entry points); import paths are not listed."""
+    ours = list(FRAMEWORKS) + list(PLUGIN_FRAMEWORKS) + list(SCHEMES) + list(STANDALONE)
     return ours + sorted(set(_entry_points()) - set(ours))
 
 
@@ -186,18 +246,9 @@ def check_framework(name: str) -> None:
         framework_spec(name)
 
 
-def has_idr_variant(framework: str) -> bool:
-    """Whether IDR attaches to `framework` (the context schemes are compared without it)."""
-    return framework not in SCHEMES
-
-
-def _build_scheme(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int) -> Segmentor:
-    backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
-    chans = backbone.channels
-    head = head_of(framework, idr, chans, num_classes, cfg, ignore_index)
-    aux = None if getattr(head, "owns_auxiliary", False) else AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
-    loss_weights = {**getattr(head, "loss_weights", {}), **cfg.loss_weights}
-    return Segmentor(backbone, head, aux, loss_weights, ignore_index)
+def carries_plugin(framework: str) -> bool:
+    """True for frameworks that cannot take IDR on top: a plug-in is already built in, or a scheme head."""
+    return framework in PLUGIN_FRAMEWORKS or framework in SCHEMES
 
 
 def check_backbone(framework: str, backbone: str) -> None:
@@ -217,19 +268,19 @@ def resolve_weights(framework: str, backbone: str, pretrained: str | None):
 
 def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_index: int = 255) -> Segmentor:
     """The model of one cell. `cfg` is a `harness.config.ModelConfig`."""
-    if framework in SCHEMES:
-        return _build_scheme(framework, idr, num_classes, cfg, ignore_index)
-    try:
-        spec = framework_spec(framework)
-    except ValueError as err:
-        raise KeyError(str(err)) from None
-    if isinstance(spec, StandaloneFramework):
-        return with_relation_mode(spec.build(idr, num_classes, cfg, ignore_index), cfg)
+    if framework not in SCHEMES:
+        try:
+            spec = framework_spec(framework)
+        except ValueError as err:
+            raise KeyError(str(err)) from None
+        if isinstance(spec, StandaloneFramework):
+            return with_relation_mode(spec.build(idr, num_classes, cfg, ignore_index), cfg)
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
     chans = backbone.channels
-    head = build_head(spec, idr, chans, num_classes, cfg, ignore_index)
-    aux = AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
-    return with_relation_mode(Segmentor(backbone, head, aux, cfg.loss_weights, ignore_index), cfg)
+    head = head_of(framework, idr, chans, num_classes, cfg, ignore_index)
+    weights = {**getattr(head, "loss_defaults", {}), **cfg.loss_weights}
+    aux = None if getattr(head, "owns_auxiliary", False) else AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
+    return with_relation_mode(Segmentor(backbone, head, aux, weights, ignore_index), cfg)
 
 
 def with_relation_mode(model: nn.Module, cfg) -> nn.Module:
@@ -242,31 +293,18 @@ def with_relation_mode(model: nn.Module, cfg) -> nn.Module:
 
 
 def head_of(framework: str, idr: bool, chans: list[int], num_classes: int, cfg, ignore_index: int = 255) -> nn.Module:
-    """The decode head of a framework with a generic backbone (ours, a context scheme or a user's);
-    ValueError (one line) for a standalone framework or IDR on a scheme."""
+    """The decode head of a framework with a generic backbone (ours, a plug-in one, a context scheme or
+    a user's); ValueError (one line) for a standalone framework or IDR on a framework that carries its own
+    context module."""
+    if idr and carries_plugin(framework):
+        raise ValueError(f"framework {framework!r} carries its own context module; it cannot take IDR (grid.idr: [false])")
     if framework in SCHEMES:
-        if idr:
-            raise ValueError(f"{framework} is a context scheme of its own: it has no IDR variant (idr must be false)")
-        return SCHEMES[framework](chans, num_classes, cfg)
+        return SCHEMES[framework](chans, num_classes, cfg, ignore_index)
     spec = framework_spec(framework)
     if not isinstance(spec, Framework):
         raise ValueError(f"{framework} builds its whole segmentor: it has no head of its own")
-    return build_head(spec, idr, chans, num_classes, cfg, ignore_index)
-
-
-def build_head(spec: Framework, idr: bool, chans: list[int], num_classes: int, cfg, ignore_index: int = 255) -> nn.Module:
-    """A framework's decode head on backbone widths `chans`: its baseline head, or IDR on its wiring."""
-    if not idr:
+    if not (idr or framework in PLUGIN_FRAMEWORKS):
         return spec.head(chans, num_classes, cfg)
-    return IDRHead(
-        chans,
-        num_classes,
-        spec.wiring(chans, cfg),
-        feats_channels=cfg.feats_channels,
-        refine_channels=cfg.refine_channels,
-        dropout=cfg.dropout,
-        relation_momentum=cfg.relation_momentum,
-        reps_momentum=cfg.dataset_reps_momentum,
-        ignore_index=ignore_index,
-        stage1_input=cfg.stage1_input,
-    )
+    plugin = PLUGINS[PLUGIN_FRAMEWORKS[framework][1] if framework in PLUGIN_FRAMEWORKS else "idr"]
+    wiring = spec.wiring(chans, cfg, plugin.site(cfg), plugin.refine_at(cfg))
+    return plugin.build(chans, num_classes, wiring, cfg, ignore_index)

@@ -15,7 +15,7 @@ from harness import measure as M
 from harness.config import ConfigError, ModelConfig, expand_cells, load_experiment
 from harness.official import SIMILARITY_SCHEMES
 from harness.run import main
-from models.registry import all_framework_names, build_segmentor, has_idr_variant
+from models.registry import all_framework_names, build_segmentor, carries_plugin
 from tests.conftest import tiny_experiment
 
 TINY = ModelConfig(backbone="resnet18", feats_channels=16, head_channels=16, aux_channels=8, sync_bn=False)
@@ -40,8 +40,8 @@ def test_scheme_trains_and_predicts_at_image_size(scheme):
 
 def test_schemes_are_frameworks_without_idr():
     assert set(SIMILARITY_SCHEMES) <= set(all_framework_names())
-    assert not any(has_idr_variant(s) for s in SIMILARITY_SCHEMES) and has_idr_variant("fcn")
-    with pytest.raises(ValueError, match="no IDR variant"):
+    assert all(carries_plugin(s) for s in SIMILARITY_SCHEMES) and not carries_plugin("fcn")
+    with pytest.raises(ValueError, match="cannot take IDR"):
         build_segmentor("ocrnet", True, 4, TINY)
 
 
@@ -54,7 +54,7 @@ def test_experiment_gives_schemes_only_baseline_cells(write_experiment):
 
 def test_experiment_asking_only_idr_of_a_scheme_is_one_line_error(write_experiment):
     path = write_experiment(tiny_experiment("bad", grid={"frameworks": ["ccnet"], "idr": [True]}))
-    with pytest.raises(ConfigError, match="'ccnet' is a context scheme with no IDR variant") as err:
+    with pytest.raises(ConfigError, match="'ccnet' carries its own context module") as err:
         load_experiment(path)
     assert "\n" not in str(err.value)
 
@@ -78,7 +78,7 @@ def test_measure_reports_the_context_module(tmp_path, capsys):
 
 def test_measure_refuses_idr_on_for_a_scheme(capsys):
     assert M.main(["--framework", "nonlocalnet", "--idr", "on"]) == 2
-    assert "no IDR variant" in capsys.readouterr().err
+    assert "takes no IDR" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -54,7 +54,7 @@ def _classifier(channels: int, num_classes: int, dropout: float) -> nn.Sequentia
 class DANetHead(nn.Module):
     main_output = "decode"
     context_modules = ("pam", "cam")
-    loss_weights = {"pam": 1.0, "cam": 1.0}  # the branch losses, beside "decode" and "aux"
+    loss_defaults = {"pam": 1.0, "cam": 1.0}  # the branch losses, beside "decode" and "aux"
 
     def __init__(self, in_channels: list[int], channels: int, num_classes: int, dropout: float = 0.1):
         super().__init__()

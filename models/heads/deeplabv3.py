@@ -1,4 +1,4 @@
-"""DeepLabV3: the baseline head and how IDR is wired into it.
+"""DeepLabV3: the baseline head and how a plug-in (IDR, MCIBI++) is wired into it.
 
 Baseline (official): ASPP on backbone stage 4 (a 1x1 branch and 3x3 branches dilated 12/24/36
 at output stride 8, 6/12/18 at 16, then image pooling), whose 3x3 fusion conv-BN-ReLU is
@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from models.context import ASPP, RefinedContextWiring, aspp_dilations
+from models.plugins.wiring import PluginSite
 
 
 class ASPPHead(nn.Module):
@@ -40,7 +41,7 @@ class ASPPHead(nn.Module):
 
 
 class DeepLabV3Wiring(RefinedContextWiring):
-    """IDR wiring for DeepLabV3.
+    """Plug-in wiring for DeepLabV3.
 
     coarse_context: reads F [B,C,h,w]; writes ASPP(F) [B,C,h,w] (image pooling + dilations
                     1,12,24,36 at output stride 8 / 1,6,12,18 at 16, C -> C).
@@ -52,10 +53,13 @@ class DeepLabV3Wiring(RefinedContextWiring):
 
     def __init__(
         self,
+        in_channels: list[int],
         feats_channels: int,
         refine_channels: int,
+        site: PluginSite,
         dilations: Sequence[int] = aspp_dilations(8),
         refine_at: str = "after",
     ):
-        aspp = ASPP(feats_channels, feats_channels, dilations)
-        super().__init__(aspp, feats_channels, feats_channels, refine_channels, refine_at)
+        width = site.context_channels or feats_channels
+        aspp = ASPP(site.context_input_channels(feats_channels, in_channels), width, dilations)
+        super().__init__(aspp, width, site, refine_channels, refine_at)

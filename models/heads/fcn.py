@@ -1,4 +1,4 @@
-"""FCN: the baseline head and how IDR is wired into it.
+"""FCN: the baseline head and how a plug-in (IDR, MCIBI++) is wired into it.
 
 Baseline (the official sssegmentation FCN, whose figures the paper compares against): two 3x3
 conv-BN-ReLU on backbone stage 4, Dropout2d and a 1x1 classifier. mmsegmentation's FCN also
@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from models.layers import ConvBNReLU
+from models.plugins.wiring import PluginSite
 
 
 class FCNHead(nn.Module):
@@ -31,14 +32,16 @@ class FCNHead(nn.Module):
 
 
 class FCNWiring(nn.Module):
-    """IDR wiring for FCN: no coarse context; stage 2 on [F, Z]."""
+    """Plug-in wiring for FCN: no coarse context; stage 2 reads the plug-in output alone (IDR: [F, Z])."""
 
     refine_at = "none"
+    has_context = False
 
-    def __init__(self, feats_channels: int):
+    def __init__(self, feats_channels: int, site: PluginSite):
         super().__init__()
+        self.plugin_at = site.plugin_at
         self.stage1_channels = feats_channels
-        self.stage2_channels = 2 * feats_channels
+        self.stage2_channels = site.plugin_channels
 
     def coarse_context(self, feats: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor | None:
         return None

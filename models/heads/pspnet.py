@@ -1,4 +1,4 @@
-"""PSPNet: the baseline head and how IDR is wired into it.
+"""PSPNet: the baseline head and how a plug-in (IDR, MCIBI++) is wired into it.
 
 Baseline (mmsegmentation-style): the pyramid pooling module (pool scales 1, 2, 3, 6) on backbone
 stage 4, whose 3x3 fusion conv-BN-ReLU is the head's bottleneck, then Dropout2d and a 1x1
@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from models.context import PSP_POOL_SCALES, PyramidPooling, RefinedContextWiring
+from models.plugins.wiring import PluginSite
 
 
 class PSPHead(nn.Module):
@@ -40,7 +41,7 @@ class PSPHead(nn.Module):
 
 
 class PSPNetWiring(RefinedContextWiring):
-    """IDR wiring for PSPNet.
+    """Plug-in wiring for PSPNet.
 
     coarse_context: reads F [B,C,h,w]; writes PPM(F) [B,C,h,w] (pool scales 1,2,3,6, C -> C).
     stage 1:        reads PPM(F).
@@ -51,10 +52,13 @@ class PSPNetWiring(RefinedContextWiring):
 
     def __init__(
         self,
+        in_channels: list[int],
         feats_channels: int,
         refine_channels: int,
+        site: PluginSite,
         pool_scales: Sequence[int] = PSP_POOL_SCALES,
         refine_at: str = "after",
     ):
-        ppm = PyramidPooling(feats_channels, feats_channels, pool_scales)
-        super().__init__(ppm, feats_channels, feats_channels, refine_channels, refine_at)
+        width = site.context_channels or feats_channels
+        ppm = PyramidPooling(site.context_input_channels(feats_channels, in_channels), width, pool_scales)
+        super().__init__(ppm, width, site, refine_channels, refine_at)

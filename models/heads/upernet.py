@@ -1,4 +1,4 @@
-"""UPerNet: the baseline head and how IDR is wired into it.
+"""UPerNet: the baseline head and how a plug-in (IDR, MCIBI++) is wired into it.
 
 Baseline (mmsegmentation-style): the pyramid pooling module on backbone stage 4 (to the head
 width) is the top level of an FPN over stages 1-3 (1x1 laterals, top-down sums, 3x3 output
@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from models.context import ASPP, FPN, PSP_POOL_SCALES, PyramidPooling, RefinedContextWiring, aspp_dilations
 from models.layers import ConvBNReLU
+from models.plugins.wiring import PluginSite
 
 
 class UPerHead(nn.Module):
@@ -46,17 +47,20 @@ class UPerHead(nn.Module):
 
 
 class UPerNetWiring(RefinedContextWiring):
-    """IDR wiring for UPerNet (IDR before the FPN).
+    """Plug-in wiring for UPerNet (the plug-in before the FPN).
 
-    coarse_context: reads F [B,C,h,w] (1/8); writes X = ASPP(F) or PPM(F) [B,P,h,w], P = FPN width.
+    coarse_context: reads F [B,C,h,w] (1/8) (or the backbone's top stage, as the plug-in's site
+                    says); writes X = ASPP or PPM [B,P,h,w], P = FPN width (or the site's width).
     stage 1:        reads X at 1/8 (its logits are at F's size, as IDR needs).
     refine:         reads X; writes SA(X) [B,P,h,w] (self-attention, refine_channels wide).
-    stage2_context: reads backbone stages 1-3 (pyramid[:-1]) and SA(X); builds the FPN with SA(X)
-                    as its top level (laterals on stages 1-3, top-down sums, 3x3 convs on the lower
-                    levels, all four levels upsampled to stage 1's size, 1/4); writes
-                    [FPN_1, FPN_2, FPN_3, SA(X) up] [B,4P,H/4,W/4] (once per forward).
-    stage 2:        reads [F up, Z up, FPN] [B,2C+4P,H/4,W/4], i.e. 2C + coarse (P) + 3 x FPN (3P)
-                    channels, as the official decoder_stage2; its logits are at 1/4.
+    stage2_context: reads backbone stages 1-3 (pyramid[:-1]) and the top level T; builds the FPN on
+                    T (laterals on stages 1-3, top-down sums, 3x3 convs on the lower levels, all
+                    four levels upsampled to stage 1's size, 1/4); writes [FPN_1, FPN_2, FPN_3, T up]
+                    (once per forward).
+    plug-in beside (IDR): T = SA(X); stage 2 reads [F up, Z up, FPN] [B,2C+4P,H/4,W/4], as the
+                    official decoder_stage2.
+    plug-in at top (MCIBI++): T = [plug-in output, X]; the FPN's laterals are T's width, its 3x3
+                    convs `fpn_channels` wide; the decoder reads the FPN output alone.
     """
 
     def __init__(
@@ -65,20 +69,28 @@ class UPerNetWiring(RefinedContextWiring):
         feats_channels: int,
         fpn_channels: int,
         refine_channels: int,
+        site: PluginSite,
         context: Literal["aspp", "ppm"] = "ppm",
         dilations: Sequence[int] = aspp_dilations(8),
         pool_scales: Sequence[int] = PSP_POOL_SCALES,
         refine_at: str = "after",
     ):
+        width = site.context_channels or fpn_channels
+        source = site.context_input_channels(feats_channels, in_channels)
         if context == "aspp":
-            module = ASPP(feats_channels, fpn_channels, dilations)
+            module = ASPP(source, width, dilations)
         elif context == "ppm":
-            module = PyramidPooling(feats_channels, fpn_channels, pool_scales)
+            module = PyramidPooling(source, width, pool_scales)
         else:
             raise ValueError(f"unknown UPerNet coarse context {context!r}; allowed: aspp, ppm")
-        super().__init__(module, fpn_channels, feats_channels, refine_channels, refine_at)
-        self.fpn = FPN(in_channels[:-1], fpn_channels)
-        self.stage2_channels = 2 * feats_channels + self.fpn.num_levels * fpn_channels
+        super().__init__(module, width, site, refine_channels, refine_at)
+        if site.plugin_at == "top":
+            top = site.plugin_channels + width
+            self.fpn = FPN(in_channels[:-1], top, fpn_channels)
+            self.stage2_channels = (self.fpn.num_levels - 1) * fpn_channels + top
+        else:
+            self.fpn = FPN(in_channels[:-1], width)
+            self.stage2_channels = site.plugin_channels + self.fpn.num_levels * width
 
     def stage2_context(self, coarse: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(self.fpn(pyramid[:-1], coarse), dim=1)

@@ -1,8 +1,8 @@
 """The IDR module as one plug-in head around any framework's context module.
 
-A framework supplies a *wiring* object (see :class:`models.heads.fcn.FCNWiring`) that says which
-tensor feeds stage 1 (its coarse context, or the bottleneck features F when it has none),
-how that context is refined, and what stage 2 reads besides F and the IDR context Z. The
+A framework supplies a *wiring* object (:mod:`models.plugins.wiring`, built for :func:`idr_site`)
+that says which tensor feeds stage 1 (its coarse context, or the bottleneck features F when it
+has none), how that context is refined, and what stage 2 reads besides F and the IDR context Z. The
 algorithm itself lives once, in :mod:`models.idr`.
 
 Buffers (in `state_dict`, averaged across DDP ranks after every update):
@@ -12,7 +12,6 @@ Buffers (in `state_dict`, averaged across DDP ranks after every update):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.distributed as dist
@@ -31,27 +30,17 @@ from models.idr import (
 )
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
 from models.losses import pixel_cross_entropy
+from models.plugins.wiring import PluginSite, PluginWiring
 
 STAGE1_INPUTS = ("context", "feats")
 
 
-class IDRWiring(Protocol):
-    """What a framework tells IDR: its coarse context, how it is refined, what stage 2 adds.
+IDRWiring = PluginWiring  # the framework side of the contract (models/plugins/wiring.py)
 
-    `refine_at`: "before" / "after" stage 1, or "none" (when `refine` runs; see
-    :class:`models.context.RefinedContextWiring`).
-    """
 
-    stage1_channels: int
-    stage2_channels: int
-    refine_at: str
-
-    def coarse_context(self, feats: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor | None: ...
-
-    def refine(self, coarse: torch.Tensor | None) -> torch.Tensor | None: ...
-
-    def stage2_context(self, coarse: torch.Tensor | None, pyramid: list[torch.Tensor]) -> torch.Tensor | None:
-        """Tensors stage 2 reads besides F and Z (computed once per forward, reused by the deletion pass)."""
+def idr_site(feats_channels: int) -> PluginSite:
+    """IDR's place in a framework: the context module reads F; stage 2 reads [F, Z] beside the context."""
+    return PluginSite(context_reads="feats", plugin_channels=2 * feats_channels, plugin_at="beside")
 
 
 def stage2_input(feats: torch.Tensor, id_context: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:

@@ -8,10 +8,13 @@ IDRBench finds it without any change of its own code, by the entry point this pa
   the backbone's feature pyramid, ``cfg`` the experiment's ``model`` section; its ``forward(pyramid,
   target=None)`` returns a dict of logit maps and the head names the one used for prediction in
   ``main_output`` (each map is trained with ``model.loss_weights[name]``);
-* the IDR wiring is built as ``wiring(in_channels, cfg)``: it says what IDR's stage 1 reads
-  (``coarse_context``), how that context is refined (``refine``, ``refine_at``) and what stage 2
-  reads besides F and Z (``stage2_context``), with the widths ``stage1_channels`` and
-  ``stage2_channels``. IDR itself (models.plugins.idr_head.IDRHead) is not copied.
+* the plug-in wiring is built as ``wiring(in_channels, cfg, site, refine_at)`` (the contract is
+  ``models.plugins.wiring.PluginWiring``; ``site`` says what the plug-in, IDR or MCIBI++, asks of
+  the framework): what the plug-in's stage 1 reads (``coarse_context``), how that context is
+  refined (``refine``) and what stage 2 reads besides the plug-in's output (``stage2_context``).
+  Here the framework's context module is GlobalContext, with no self-attention, through the
+  shared ``models.context.RefinedContextWiring``. IDR itself (models.plugins.idr_head.IDRHead)
+  is not copied.
 """
 from __future__ import annotations
 
@@ -19,6 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.context import RefinedContextWiring
+from models.plugins.wiring import PluginSite
 from models.registry import Framework
 
 
@@ -60,28 +65,17 @@ class LightHead(nn.Module):
         return {"decode": self.classifier(self.dropout(x))}
 
 
-class LightWiring(nn.Module):
-    """IDR wiring: stage 1 reads GlobalContext(F); no self-attention; stage 2 reads [F, Z, GlobalContext(F)]."""
-
-    refine_at = "none"
-
-    def __init__(self, feats_channels: int):
-        super().__init__()
-        self.context = GlobalContext(feats_channels)
-        self.stage1_channels = feats_channels
-        self.stage2_channels = 3 * feats_channels
-
-    def coarse_context(self, feats: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        return self.context(feats)
-
-    def refine(self, coarse: torch.Tensor) -> torch.Tensor:
-        return coarse
-
-    def stage2_context(self, coarse: torch.Tensor, pyramid: list[torch.Tensor]) -> torch.Tensor:
-        return coarse
+def light_wiring(in_channels: list[int], cfg, site: PluginSite, refine_at: str) -> RefinedContextWiring:
+    """Plug-in wiring: the context is GlobalContext on what the site names (IDR: F), never refined;
+    stage 2 reads [plug-in output, GlobalContext(F)] (IDR: [F, Z, GlobalContext(F)])."""
+    width = site.context_channels or cfg.feats_channels
+    context = nn.Sequential(
+        conv_bn_relu(site.context_input_channels(cfg.feats_channels, in_channels), width, 1), GlobalContext(width)
+    )
+    return RefinedContextWiring(context, width, site, cfg.refine_channels, refine_at="none")
 
 
 FRAMEWORK = Framework(
     head=lambda in_channels, num_classes, cfg: LightHead(in_channels, cfg.head_channels, num_classes, cfg.dropout),
-    wiring=lambda in_channels, cfg: LightWiring(cfg.feats_channels),
+    wiring=light_wiring,
 )

@@ -1,0 +1,190 @@
+"""The official settings of the context schemes beside IDR (sssegmentation 1.7.0), as plain data.
+
+Read from SegmentationBLWX/sssegmentation `ssseg/configs/{mcibiplusplus,isnet}/*.py` (and
+`_base_/segmentors/{mcibiplusplus,isnet}.py`); the pip wheel lacks that folder, so they are written
+here. ISNet runs as the framework `isnet` (its own head, models/heads/isnet.py). MCIBI++ runs as the frameworks `<framework>_mcibipp` (models/registry.py PLUGIN_FRAMEWORKS);
+its per-dataset switches differ (self-attention on the context, which logits read the memory,
+3x3 or 1x1 decoder convs, the FPN width), so each (framework, dataset) has its row below.
+
+:func:`scheme_model_settings` gives our `ModelConfig` keys, :func:`scheme_segmentor_cfg` the dict
+`BuildSegmentor(cfg, mode)` builds (parity tests, converter tests), :func:`check_scheme_pair`
+which combinations have an official config.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+R50 = "resnet50c"
+SWIN_L = "swin_large"
+R50_DATASETS = ("ade20k", "cityscapes", "coco_stuff10k", "lip")
+MCIBIPP_FRAMEWORKS = {f"{f}_mcibipp": f for f in ("fcn", "pspnet", "deeplabv3", "upernet")}
+#: The official model-zoo file stem of each MCIBI++ framework (mcibiplusplus_<stem>resnet50os8_<data>).
+MCIBIPP_ZOO_STEMS = {"fcn": "", "pspnet": "ppm_", "deeplabv3": "aspp_", "upernet": "upernet_"}
+ASPP_DILATIONS_OS8 = (1, 12, 24, 36)
+PPM_POOL_SCALES = (1, 2, 3, 6)
+
+
+#: Schemes with a head of their own -> the datasets of their official R50-D8 configs we build.
+#: ISNet on LIP (a shortcut decoder from stage 1 and LeakyReLU in the head) is not built.
+OWN_HEAD_DATASETS = {"isnet": ("ade20k", "cityscapes", "coco_stuff10k")}
+
+
+def is_scheme(framework: str) -> bool:
+    return framework in MCIBIPP_FRAMEWORKS or framework in OWN_HEAD_DATASETS
+
+
+@dataclass(frozen=True)
+class MCIBIPPSwitches:
+    """One official MCIBI++ config in our terms (see models.plugins.mcibipp.MCIBIPPOptions)."""
+
+    context: str | None  # "ppm" / "aspp" / None (FCN: context_within_image off)
+    self_attention: bool = False
+    gather_from: str = "context"  # "feats": force_use_preds_pr
+    stage1_kernel: int = 1
+    context_kernel: int = 1
+    decode_kernel: int = 1
+    fpn_channels: int = 512  # UPerNet: the FPN's 3x3 output convs (its laterals are 2C wide)
+
+    def plugin_options(self) -> dict[str, Any]:
+        return {"self_attention": self.self_attention, "gather_from": self.gather_from,
+                "stage1_kernel": self.stage1_kernel, "context_kernel": self.context_kernel,
+                "decode_kernel": self.decode_kernel}
+
+
+_MCIBIPP_R50: dict[tuple[str, str], MCIBIPPSwitches] = {
+    **{("fcn", d): MCIBIPPSwitches(None) for d in R50_DATASETS},
+    ("pspnet", "ade20k"): MCIBIPPSwitches("ppm", self_attention=True, gather_from="feats"),
+    ("pspnet", "cityscapes"): MCIBIPPSwitches("ppm", stage1_kernel=3, context_kernel=3, decode_kernel=3),
+    ("pspnet", "coco_stuff10k"): MCIBIPPSwitches("ppm", self_attention=True, decode_kernel=3),
+    ("pspnet", "lip"): MCIBIPPSwitches("ppm", self_attention=True),
+    ("deeplabv3", "ade20k"): MCIBIPPSwitches("aspp", decode_kernel=3),
+    ("deeplabv3", "cityscapes"): MCIBIPPSwitches("aspp", self_attention=True),
+    ("deeplabv3", "coco_stuff10k"): MCIBIPPSwitches("aspp", self_attention=True, decode_kernel=3),
+    ("deeplabv3", "lip"): MCIBIPPSwitches("aspp", self_attention=True),
+    ("upernet", "ade20k"): MCIBIPPSwitches("ppm", decode_kernel=3),
+    ("upernet", "cityscapes"): MCIBIPPSwitches("ppm", fpn_channels=1024),
+    ("upernet", "coco_stuff10k"): MCIBIPPSwitches("ppm", decode_kernel=3),
+    ("upernet", "lip"): MCIBIPPSwitches("ppm", decode_kernel=3),
+}
+#: mcibiplusplus_upernet_swinlarge_ade20k: the default ASPP context, with self-attention
+_MCIBIPP_SWIN = {("upernet", "ade20k"): MCIBIPPSwitches("aspp", self_attention=True, decode_kernel=3)}
+
+
+def check_scheme_pair(framework: str, dataset: str, backbone: str = R50) -> None:
+    """ValueError (one line) unless the scheme has an official config for this combination."""
+    if framework in OWN_HEAD_DATASETS:
+        if backbone != R50 or dataset not in OWN_HEAD_DATASETS[framework]:
+            raise ValueError(f"no official {backbone} config for {framework}/{dataset} that we build; "
+                             f"datasets: {', '.join(OWN_HEAD_DATASETS[framework])} (resnet50c)")
+        return
+    base = MCIBIPP_FRAMEWORKS.get(framework)
+    table = _MCIBIPP_SWIN if backbone == SWIN_L else _MCIBIPP_R50
+    if base is None or (base, dataset) not in table:
+        pairs = ", ".join(sorted(f"{f}_mcibipp/{d}" for f, d in table))
+        raise ValueError(f"no official {backbone} config for {framework}/{dataset}; official: {pairs}")
+
+
+def mcibipp_switches(framework: str, dataset: str, backbone: str = R50) -> MCIBIPPSwitches:
+    check_scheme_pair(framework, dataset, backbone)
+    table = _MCIBIPP_SWIN if backbone == SWIN_L else _MCIBIPP_R50
+    return table[(MCIBIPP_FRAMEWORKS[framework], dataset)]
+
+
+def scheme_model_settings(framework: str, dataset: str, backbone: str = R50) -> dict[str, Any]:
+    """`ModelConfig` keys that make our model the official one."""
+    if framework in OWN_HEAD_DATASETS:
+        check_scheme_pair(framework, dataset, backbone)
+        return {"feats_channels": 512, "aux_channels": 512, "refine_channels": 256}
+    sw = mcibipp_switches(framework, dataset, backbone)
+    out: dict[str, Any] = {"feats_channels": 512, "head_channels": sw.fpn_channels, "aux_channels": 512,
+                           "refine_channels": 256, "plugin_options": sw.plugin_options()}
+    if MCIBIPP_FRAMEWORKS[framework] == "upernet":
+        out["upernet_context"] = sw.context
+    return out
+
+
+def _decoder(in_channels: int, kernel: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"in_channels": in_channels, "out_channels": 512, "dropout": 0.1}
+    if kernel == 3:
+        out.update(kernel_size=3, padding=1)
+    return out
+
+
+def _mcibipp_head(framework: str, dataset: str, backbone: str, ignore_index: int) -> dict[str, Any]:
+    sw = mcibipp_switches(framework, dataset, backbone)
+    base = MCIBIPP_FRAMEWORKS[framework]
+    if base == "upernet":
+        decode_in = 3 * sw.fpn_channels + 1024
+    else:
+        decode_in = 512 if sw.context is None else 1024
+    head: dict[str, Any] = {
+        "context_within_image": {
+            "is_on": sw.context is not None, "type": sw.context or "aspp", "use_self_attention": sw.self_attention,
+            "cfg": {"pool_scales": list(PPM_POOL_SCALES), "dilations": list(ASPP_DILATIONS_OS8)},
+        },
+        "warmup_epoch": 0, "use_hard_aggregate": False, "downsample_before_sa": False,
+        "force_use_preds_pr": sw.gather_from == "feats", "fuse_memory_cwi_before_fpn": True,
+        "in_channels": 1536 if backbone == SWIN_L else 2048, "feats_channels": 512, "transform_channels": 256,
+        "out_channels": 512,
+        # the official datasets mark unlabelled pixels -100; ours 255: the same switch at our value
+        "update_cfg": {"ignore_index": ignore_index,
+                       "momentum_cfg": {"base_momentum": 0.1, "base_lr": None, "adjust_by_learning_rate": False}},
+        "decoder": {"pr": _decoder(512, sw.stage1_kernel), "cwi": _decoder(512, sw.context_kernel),
+                    "cls": _decoder(decode_in, sw.decode_kernel)},
+    }
+    if base == "upernet":
+        levels = [192, 384, 768, 1536] if backbone == SWIN_L else [256, 512, 1024, 2048]
+        head["fpn"] = {"in_channels_list": levels, "feats_channels": 1024, "out_channels": sw.fpn_channels}
+    return head
+
+
+def scheme_segmentor_cfg(
+    framework: str,
+    dataset: str,
+    backbone: str,
+    num_classes: int,
+    *,
+    backbone_cfg: dict[str, Any],
+    loss: Any,
+    norm: str = "BatchNorm2d",
+    ignore_index: int = 255,
+) -> dict[str, Any]:
+    """The sssegmentation config dict of the official model (`backbone_cfg` and `loss(weight, ignore)`
+    come from harness.official, shared with IDRNet's)."""
+    common = {
+        "num_classes": num_classes, "benchmark": True, "align_corners": False,
+        "norm_cfg": {"type": norm}, "act_cfg": {"type": "ReLU", "inplace": True}, "backbone": backbone_cfg,
+        "auxiliary": {"in_channels": 768 if backbone == SWIN_L else 1024, "out_channels": 512, "dropout": 0.1},
+        "inference": {"forward": {"mode": "whole", "cropsize": None, "stride": None},
+                      "tta": {"multiscale": [1], "flip": False, "use_probs_before_resize": False},
+                      "evaluate": {"metric_list": ["iou", "miou"]}},
+    }
+    if framework == "isnet":
+        check_scheme_pair(framework, dataset, backbone)
+        return copy.deepcopy({
+            **common, "type": "ISNet",
+            "head": {"in_channels": 2048, "feats_channels": 512, "transform_channels": 256, "concat_input": True,
+                     "shortcut": {"is_on": False, "in_channels": 256, "feats_channels": 48}, "dropout": 0.1},
+            "losses": {"loss_aux": loss(0.4, ignore_index), "loss_cls_stage1": loss(0.4, ignore_index),
+                       "loss_cls_stage2": loss(1.0, ignore_index)},
+        })
+    sw = mcibipp_switches(framework, dataset, backbone)
+    losses = {"loss_aux": loss(0.4, ignore_index), "loss_pr": loss(0.4, ignore_index)}
+    if sw.context is not None:
+        losses["loss_cwi"] = loss(1.0, ignore_index)
+    losses["loss_cls"] = loss(1.0, ignore_index)
+    return copy.deepcopy({
+        **common, "type": "MCIBIPlusPlus", "head": _mcibipp_head(framework, dataset, backbone, ignore_index),
+        "losses": losses,
+    })
+
+
+def scheme_checkpoint_stem(framework: str, dataset: str, backbone: str = R50) -> str:
+    """The model-zoo file name before the dataset, e.g. mcibiplusplus_upernet_resnet50os8."""
+    check_scheme_pair(framework, dataset, backbone)
+    net = "swinlarge" if backbone == SWIN_L else "resnet50os8"
+    if framework in OWN_HEAD_DATASETS:
+        return f"{framework}_{net}"
+    return f"mcibiplusplus_{MCIBIPP_ZOO_STEMS[MCIBIPP_FRAMEWORKS[framework]]}{net}"
