@@ -8,7 +8,7 @@ import torch
 
 from harness.config import ModelConfig
 from models.plugins.mcibipp import MCIBIPPOptions, class_noise, updated_memory
-from models.registry import PLUGIN_FRAMEWORKS, SCHEMES, build_segmentor
+from models.registry import PLUGIN_FRAMEWORKS, build_segmentor
 
 K, C = 6, 16
 
@@ -53,7 +53,7 @@ def test_options_name_the_bad_key():
         MCIBIPPOptions.from_mapping({"decode_kernel": 5})
 
 
-@pytest.mark.parametrize("framework", [*PLUGIN_FRAMEWORKS, *SCHEMES])
+@pytest.mark.parametrize("framework", [*PLUGIN_FRAMEWORKS, "isnet"])  # the similarity schemes: test_context_schemes.py
 def test_scheme_trains_one_step_and_evaluates(framework):
     cfg = ModelConfig(backbone="resnet18", feats_channels=C, head_channels=24, aux_channels=C, refine_channels=C,
                       plugin_options={"self_attention": True} if framework.endswith("_mcibipp") else {})
