@@ -6,6 +6,7 @@ A record exists only for a cell that finished; tables read nothing else.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import platform
 import subprocess
@@ -109,8 +110,9 @@ def save_final_model(path: Path | Location, content: bytes) -> None:
 def store_cell(results_dir: Path | Location, cell: Cell, payload: dict, wall_time_s: float) -> dict:
     """Write a finished cell: its final model first, then its record (which marks it complete)."""
     payload = dict(payload)
-    save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, payload.pop("final_model"))
-    record = build_record(cell, payload, wall_time_s)
+    model = payload.pop("final_model")
+    save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, model)
+    record = {**build_record(cell, payload, wall_time_s), "model_sha256": hashlib.sha256(model).hexdigest()}
     write_record(results_dir, cell, record)
     return record
 

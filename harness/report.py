@@ -150,8 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_results_cli("python -m harness.report", __doc__.splitlines()[0], argv)
     if args is None:
         return 2
-    path = build_report(args.results_dir, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr))
-    print(f"wrote {path}")
+    from harness.storage import is_result_file, staged
+
+    with staged(args.results_dir, is_result_file) as folder:
+        path = build_report(folder, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr))
+    print(f"wrote {args.results_dir / REPORT_NAME if not args.results_dir.is_local else path}")
     return 0
 
 

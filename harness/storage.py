@@ -297,6 +297,32 @@ def staged(location: Location, select: Callable[[str], bool] = lambda name: True
                 upload_file(folder / name, location / name)
 
 
+RESULT_FILES = ("record.json", "train.log", "model.pt")
+
+
+def is_result_file(name: str) -> bool:
+    """Whether a path below an experiment's results is a cell's record, log or final model (what
+    tables, plots and the report read)."""
+    parts = name.split("/")
+    return len(parts) == 3 and parts[0] == "cells" and parts[2] in RESULT_FILES
+
+
+def results_folder(text: str) -> Location:
+    """An existing experiment's results (`results/<experiment>` or its URI); StorageError otherwise."""
+    location = parse_location(text)
+    if location.is_local:
+        if not location.local_path().is_dir():
+            raise StorageError(f"{text}: no such results folder")
+        return location
+    try:
+        found = list_files(location / "cells")
+    except OSError as err:
+        raise StorageError(describe_failure(location, err)) from None
+    if not found:
+        raise StorageError(f"{location}: no results there (no cells/ under it)")
+    return location
+
+
 def check_reachable(location: Location) -> None:
     """Write, read back and delete a probe object under `location`; StorageError (one line) if that fails."""
     if location.is_local:
@@ -308,9 +334,13 @@ def check_reachable(location: Location) -> None:
     try:
         write_bytes_once(probe, token)
         seen = read_bytes(probe, retry=0)
-        delete_file(probe)
     except OSError as err:
+        try:
+            location.filesystem().delete_file(probe.path)
+        except OSError:
+            pass
         raise StorageError(describe_failure(location, err)) from None
+    delete_file(probe)
     if seen != token:
         raise StorageError(f"--results {location}: a probe object read back different bytes")
 
@@ -327,12 +357,12 @@ def describe_failure(location: Location, err: BaseException) -> str:
     lowered = text.lower()
     endpoint = dict(location.options).get("endpoint_override", "the default endpoint")
     bucket = location.path.split("/", 1)[0]
-    if "nosuchbucket" in lowered or "bucket" in lowered and "not" in lowered and "found" in lowered:
+    if any(word in lowered for word in ("nosuchbucket", "no_such_bucket", "bucket does not exist")):
         return f"--results {location}: bucket {bucket!r} does not exist at {endpoint}"
-    if any(word in lowered for word in ("access denied", "accessdenied", "forbidden", "invalidaccesskeyid",
+    if any(word in lowered for word in ("access denied", "accessdenied", "access_denied", "forbidden", "invalidaccesskeyid",
                                          "signaturedoesnotmatch", "credentials", "403", "expiredtoken")):
         return (f"--results {location}: the endpoint {endpoint} refused the request: missing or invalid credentials "
                 "(taken from the AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, a role)")
     if any(word in lowered for word in ("connect", "resolve", "timeout", "timed out", "network", "curl")):
-        return f"--results {location}: cannot reach the endpoint {endpoint} ({text})"
+        return f"--results {location}: cannot reach the endpoint {endpoint} (connection failed)"
     return f"--results {location}: cannot use it ({text})"
