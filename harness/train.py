@@ -208,7 +208,7 @@ def intact_checkpoint(root, staging: Path, log=print) -> Path | None:
 
     None when there is no checkpoint; NoIntactCheckpoint when there are some but none is intact.
     """
-    from harness.storage import download_tree
+    from harness.storage import download_tree, parse_location
 
     candidates = checkpoint_candidates(root)
     for candidate in candidates:
@@ -221,9 +221,9 @@ def intact_checkpoint(root, staging: Path, log=print) -> Path | None:
         problem = checkpoint_problem(folder)
         if problem is None:
             return folder
-        log(f"damaged checkpoint skipped: {candidate}/{problem}")
+        log(f"damaged checkpoint skipped: {candidate.display}/{problem}")
     if candidates:
-        raise NoIntactCheckpoint(f"no intact checkpoint under {root}: all {len(candidates)} are damaged "
+        raise NoIntactCheckpoint(f"no intact checkpoint under {parse_location(root).display}: all {len(candidates)} are damaged "
                                  "(see the lines above); run without --resume to start over")
     return None
 
