@@ -332,6 +332,7 @@ def check_reachable(location: Location) -> None:
     probe = location / f".idrbench-probe-{uuid.uuid4().hex}"
     token = uuid.uuid4().hex.encode()
     try:
+        location.filesystem().get_file_info(probe.path)  # a read first: refused, nothing is written
         write_bytes_once(probe, token)
         seen = read_bytes(probe, retry=0)
     except OSError as err:

@@ -122,8 +122,9 @@ def test_staged_writes_go_back_and_an_endpoint_outage_is_waited_out(s3_server, b
 
 
 def _run(args: list[str], env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    merged = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+                          env={key: value for key, value in merged.items() if value is not None})
 
 
 def test_unusable_object_stores_are_named_in_one_line_before_anything_is_written(
@@ -135,7 +136,7 @@ def test_unusable_object_stores_are_named_in_one_line_before_anything_is_written
         "bucket 'no-such-bucket' does not exist": s3_server.uri("no-such-bucket", "p"),
         "missing or invalid credentials": s3_server.uri(bucket, "p"),
     }
-    no_credentials = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+    no_credentials = {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None, "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
                       "AWS_CONFIG_FILE": str(tmp_path / "none")}
     for expected, uri in cases.items():
         env = no_credentials if "credentials" in expected else None
@@ -143,7 +144,10 @@ def test_unusable_object_stores_are_named_in_one_line_before_anything_is_written
         errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
         assert done.returncode == 2 and len(errors) == 1 and expected in errors[0], done.stderr[-2000:]
         assert secret not in done.stderr + done.stdout
-    assert list_files(parse_location(s3_server.uri(bucket))) == {}
+    # moto without IAM enforcement stores an anonymous PUT (S3 refuses it) but refuses to read it back,
+    # which is how the missing credentials are found: only that probe object can be left behind
+    left = list_files(parse_location(s3_server.uri(bucket)))
+    assert all(name.startswith("p/.idrbench-probe-") for name in left) and len(left) <= 1, left
 
 
 @pytest.mark.slow
