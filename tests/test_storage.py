@@ -159,7 +159,8 @@ def test_experiment_on_s3_end_to_end_with_damaged_checkpoint_and_outage(
     its newest checkpoint truncated, and `--resume` (the endpoint going away for a few seconds
     meanwhile) skips it for the intact one and ends with the same per-class IoU."""
     exp = tiny_experiment(
-        "ons3", train={"iterations": 12, "batch_size": 4, "log_interval": 4, "checkpoint_interval": 4, "max_failures": 2},
+        "ons3", train={"iterations": 2, "batch_size": 4, "log_interval": 3, "max_failures": 2},
+        overrides=[{"match": {"idr": True}, "set": {"train.iterations": 9, "train.checkpoint_interval": 3}}],
     )
     path = write_experiment(exp)
     uri = s3_server.uri(bucket, "results")
@@ -176,7 +177,7 @@ def test_experiment_on_s3_end_to_end_with_damaged_checkpoint_and_outage(
         assert cell + name in files
     assert any(n.startswith(cell + "events.out.tfevents") for n in files)
     assert {"table.md", "table.csv", "tables/frameworks.md"} <= set(files)
-    assert f"_ray/{CELL}/iter_00000008/files_rank0.json" in files
+    assert f"_ray/{CELL}/iter_00000006/files_rank0.json" in files
     secret = os.environ["AWS_SECRET_ACCESS_KEY"]
     assert not any(secret.encode() in read_bytes(root / n) for n in files if not n.endswith(".pt"))
 
@@ -188,18 +189,18 @@ def test_experiment_on_s3_end_to_end_with_damaged_checkpoint_and_outage(
 
     expected = json.loads(read_bytes(root / cell / "record.json"))
     root.filesystem().delete_file((root / cell / "record.json").path)
-    model = root / f"_ray/{CELL}/iter_00000008/model.pt"
+    model = root / f"_ray/{CELL}/iter_00000006/model.pt"
     write_bytes(model, read_bytes(model)[:1000])
 
-    outage = threading.Thread(target=_outage, args=(s3_server, 25.0, 4.0))
+    outage = threading.Thread(target=_outage, args=(s3_server, 15.0, 4.0))
     outage.start()
     resumed = _run([*command, "--resume"], cwd=workdir)
     outage.join()
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     damaged = [line for line in resumed.stderr.splitlines() if "damaged checkpoint skipped" in line]
-    assert len(damaged) == 1 and "iter_00000008/model.pt" in damaged[0], resumed.stderr
+    assert len(damaged) == 1 and "iter_00000006/model.pt" in damaged[0], resumed.stderr
     record = json.loads(read_bytes(root / cell / "record.json"))
-    assert record["resumed_from_iteration"] == 4
+    assert record["resumed_from_iteration"] == 3
     assert record["per_class_iou"] == expected["per_class_iou"]
     assert list(workdir.iterdir()) == []
 
@@ -209,3 +210,17 @@ def _outage(server, after: float, seconds: float) -> None:
     server.stop()
     time.sleep(seconds)
     server.start()
+
+
+def test_a_node_that_cannot_reach_the_store_is_named(s3_server, bucket):
+    from harness.cluster import nodes_missing_the_folder, probe_on_node
+
+    folder = parse_location(s3_server.uri(bucket, "exp"))
+    unreachable = "127.0.0.1:1"  # what node b sees: no route to the endpoint
+
+    def run_on_nodes(probe: str, token: str, node_ids: list[str]) -> list[bool]:
+        seen_from_b = probe.replace(s3_server.endpoint, unreachable)
+        return [probe_on_node(probe if node == "node-a" else seen_from_b, token, node) for node in node_ids]
+
+    assert nodes_missing_the_folder(folder, ["node-a", "node-b"], run_on_nodes) == ["node-b"]
+    assert list_files(folder) == {}  # probes removed
