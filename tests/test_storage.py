@@ -224,3 +224,27 @@ def test_a_node_that_cannot_reach_the_store_is_named(s3_server, bucket):
 
     assert nodes_missing_the_folder(folder, ["node-a", "node-b"], run_on_nodes) == ["node-b"]
     assert list_files(folder) == {}  # probes removed
+
+
+def test_resume_with_only_damaged_checkpoints_stops_before_ray_in_one_line(write_experiment, tmp_path, capsys,
+                                                                           monkeypatch):
+    import ray
+
+    from harness.run import main
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started with no intact checkpoint"))
+    path = write_experiment(tiny_experiment("damaged", grid={"idr": [True]}))
+    root = tmp_path / "results" / "damaged" / "_ray" / CELL
+    _tiny_checkpoints(root, [1, 2])
+    _truncate(root / "iter_00000002" / "model.pt")
+    _flip_a_bit(root / "iter_00000001" / "model.pt")
+    assert main([str(path), "--results", str(tmp_path / "results"), "--resume"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    errors = [line for line in err if line.startswith("error: ")]
+    assert len(errors) == 1 and "no intact checkpoint" in errors[0] and CELL in errors[0], err
+    assert [line for line in err if line.startswith("warning: damaged checkpoint skipped")] == [
+        f"warning: damaged checkpoint skipped: {root}/iter_00000002/model.pt: 1000 bytes, the manifest says "
+        f"{(root / 'iter_00000001' / 'model.pt').stat().st_size}",
+        f"warning: damaged checkpoint skipped: {root}/iter_00000001/model.pt: checksum differs from the manifest (sha256)",
+    ]
+    assert not (tmp_path / "results" / "damaged" / "cells").exists()
