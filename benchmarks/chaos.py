@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gap", type=float, nargs=2, default=(6.0, 14.0), metavar=("MIN", "MAX"),
                         help="seconds between faults, drawn uniformly (default 6 14)")
     parser.add_argument("--timeout", type=float, default=900.0, help="bound on the faulty run, seconds")
+    parser.add_argument("--schedule", default=None, metavar="KIND,KIND,...",
+                        help=f"the kinds of fault in this order (of {', '.join(FAULT_KINDS)}); default: drawn by the seed")
     return parser.parse_args(argv)
 
 
@@ -167,13 +169,14 @@ def run_reference(exp_path: Path, uri: str, address: str) -> tuple[float, int]:
     return time.perf_counter() - start, done.returncode
 
 
-def run_chaos(chaos: Chaos, location, cells: int, faults: int, gap: tuple[float, float], timeout: float) -> dict:
+def run_chaos(chaos: Chaos, location, cells: int, schedule: list[str], gap: tuple[float, float], timeout: float) -> dict:
     """Start the grid, strike `faults` times at random moments, keep the driver going; the outcome."""
     seen: set[str] = set()
     start = time.perf_counter()
     chaos.start_driver(resume=False)
     next_fault = time.monotonic() + chaos.rng.uniform(*gap)
-    schedule = [chaos.rng.choice(FAULT_KINDS) for _ in range(faults * 3)]
+    faults = len(schedule)
+    schedule = list(schedule)
     while time.perf_counter() - start < timeout:
         seen |= set(records(location))
         ended = chaos.driver.poll() is not None
@@ -182,8 +185,9 @@ def run_chaos(chaos: Chaos, location, cells: int, faults: int, gap: tuple[float,
         if ended:  # a driver that gave up (a cell failed): the operator's move, --resume
             chaos.start_driver(resume=True)
         if sum(chaos.injected.values()) < faults and time.monotonic() >= next_fault and schedule:
-            kind = schedule.pop(0)
+            kind = schedule[0]
             if chaos.inject(kind):
+                schedule.pop(0)
                 print(f"  {time.perf_counter() - start:6.1f}s fault {sum(chaos.injected.values())}: {kind}", flush=True)
             next_fault = time.monotonic() + chaos.rng.uniform(*gap)
         time.sleep(0.5)
@@ -225,7 +229,11 @@ def main(argv: list[str] | None = None) -> int:
         chaos_uri = server.uri(bucket, "chaos")
         location = parse_location(chaos_uri) / "chaos"
         chaos = Chaos(cluster, server, exp_path, chaos_uri, rng)
-        outcome = run_chaos(chaos, location, cells, args.faults, tuple(args.gap), args.timeout)
+        kinds = args.schedule.split(",") if args.schedule else [rng.choice(FAULT_KINDS) for _ in range(args.faults)]
+        unknown = sorted(set(kinds) - set(FAULT_KINDS))
+        if unknown:
+            raise SystemExit(f"error: --schedule: unknown fault kind(s) {', '.join(unknown)}")
+        outcome = run_chaos(chaos, location, cells, kinds, tuple(args.gap), args.timeout)
         final = records(location)
         recomputed = recomputed_iterations(location, final)
     finally:
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wall time: {outcome['wall']:.1f}s with faults, {reference_wall:.1f}s fault-free "
           f"({outcome['wall'] / reference_wall:.2f}x)")
     print(f"driver log: {chaos.driver_log}")
-    ok = injected >= args.faults and survived == injected and not lost and not differ and len(final) == cells
+    ok = injected >= len(kinds) and survived == injected and not lost and not differ and len(final) == cells
     return 0 if ok else 1
 
 
