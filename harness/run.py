@@ -286,11 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         exp = load_experiment(args.experiment, args.overrides)
         cells = select_cells(resolve_cells(exp), args.only, args.experiment)
         check_plan(cells, args.experiment)
+        check_reachable(results_root)
         if args.dry_run:
             dry_run(exp, cells, args)
             return 0
         check_inputs(cells, args.experiment, args.verify)
-        check_reachable(results_root)
     except (ConfigError, StorageError) as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)

@@ -186,6 +186,11 @@ def test_experiment_on_s3_end_to_end_with_damaged_checkpoint_and_outage(
     assert tables.returncode == 0 and read_bytes(root / "table.md") != b"stale", tables.stderr
     report = _run(["harness.report", root.uri], cwd=workdir)
     assert report.returncode == 0 and b"<html" in read_bytes(root / "report.html"), report.stderr[-2000:]
+    baseline = "fcn_context_scenes_resnet18_s0"
+    evaluated = _run(["harness.evaluate", "--cell", (root / "cells" / baseline).uri, "--flip", "--device", "cpu"], cwd=workdir)
+    assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-2000:]
+    flipped = [n for n in list_files(root / "cells") if n.startswith(baseline + "@") and n.endswith("/record.json")]
+    assert len(flipped) == 1 and json.loads(read_bytes(root / "cells" / flipped[0]))["evaluated_from"] == baseline
 
     expected = json.loads(read_bytes(root / cell / "record.json"))
     root.filesystem().delete_file((root / cell / "record.json").path)
