@@ -320,7 +320,12 @@ def _batches(
     start_iteration: int,
     loader_kwargs: dict,
 ) -> Iterator:
-    """Batches forever, starting at the position `start_iteration` batches into the stream."""
+    """Batches forever, starting at the position `start_iteration` batches into the stream.
+
+    Each epoch's loader draws its base seed from a generator of its own, not from torch's global
+    one: otherwise a run resumed mid-epoch (which opens a loader where the uninterrupted run did
+    not) would shift the global stream (dropout, IDR's picks) by one draw from then on.
+    """
     per_epoch = len(sampler) // batch_size
     epoch, skip = divmod(start_iteration, per_epoch)
     while True:
@@ -328,7 +333,8 @@ def _batches(
         dataset.set_epoch(epoch)
         order = list(sampler)
         chunks = [order[i * batch_size : (i + 1) * batch_size] for i in range(skip, per_epoch)]
-        yield from torch.utils.data.DataLoader(dataset, batch_sampler=chunks, **loader_kwargs)
+        generator = torch.Generator().manual_seed(epoch)
+        yield from torch.utils.data.DataLoader(dataset, batch_sampler=chunks, generator=generator, **loader_kwargs)
         epoch, skip = epoch + 1, 0
 
 

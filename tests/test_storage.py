@@ -253,3 +253,22 @@ def test_resume_with_only_damaged_checkpoints_stops_before_ray_in_one_line(write
         f"warning: damaged checkpoint skipped: {root}/iter_00000001/model.pt: checksum differs from the manifest (sha256)",
     ]
     assert not (tmp_path / "results" / "damaged" / "cells").exists()
+
+
+def test_resume_past_a_damaged_checkpoint_mid_epoch_ends_as_the_uninterrupted_run(write_experiment, tmp_path):
+    """On a local disk, through `run_cell`: the newest checkpoint (iteration 6) truncated, the run resumes
+    from iteration 3 (mid-epoch: 2 batches per epoch) and ends with the uninterrupted run's per-class IoU."""
+    from harness.config import load_experiment
+    from harness.run import resolve_cells
+    from harness.train import PrintReporter, run_cell
+
+    train = {"iterations": 9, "batch_size": 4, "log_interval": 3, "checkpoint_interval": 3}
+    path = write_experiment(tiny_experiment("midepoch", grid={"idr": [True]}, train=train))
+    cell = resolve_cells(load_experiment(path))[0]
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    uninterrupted = run_cell(cell, PrintReporter(root, quiet=True))
+    _truncate(root / "iter_00000006" / "model.pt")
+    resumed = run_cell(cell, PrintReporter(root, quiet=True))
+    assert resumed["resumed_from_iteration"] == 3
+    assert resumed["metrics"]["per_class_iou"] == uninterrupted["metrics"]["per_class_iou"]
