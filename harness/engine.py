@@ -31,6 +31,7 @@ from ray.train.torch import TorchTrainer
 from harness import phases
 from harness.config import Cell, validated_cell
 from harness.progress import Board
+from harness.storage import Location, delete_tree, parse_location
 
 
 TRIAL_MEMORY_BYTES = 256 * 1024**2
@@ -67,26 +68,26 @@ class ProgressHub:
 class HubReporter:
     """The worker-side Reporter: fire-and-forget messages to the hub, checkpoints to Ray Train."""
 
-    def __init__(self, hub, resume_dir: str | None = None) -> None:
+    def __init__(self, hub, cell_id: str, checkpoint_root: str) -> None:
         self.hub = hub
-        self.resume_dir = resume_dir
+        self.cell_id = cell_id
+        self.checkpoint_root = checkpoint_root  # the cell's run folder in Ray's storage (a path or URI)
 
     def restore(self) -> Path | None:
-        """The newer of Ray Train's latest registered checkpoint (after a worker failure, or the
-        run's own record of a killed run) and the newest complete one `--resume` found on disk.
+        """The newest intact checkpoint in the cell's storage folder, checked against its manifest
+        (after a worker or node failure, or with `--resume`); each damaged one is skipped with a line.
 
-        A killed driver can leave a complete checkpoint on disk that Ray's record does not list yet.
+        Listed from storage rather than taken from Ray's record: a killed driver can leave a complete
+        checkpoint that Ray's record does not list yet, and Ray's newest may be the damaged one.
         """
-        from harness.train import checkpoint_iteration
+        import tempfile
 
-        checkpoint = ray.train.get_checkpoint()
-        found = Path(self.resume_dir) if self.resume_dir else None
-        if checkpoint is None:
-            return found
-        ours = checkpoint_iteration(found) if found else None
-        if ours is not None and ours > (checkpoint_iteration(checkpoint.path) or 0):
-            return found
-        return Path(checkpoint.to_directory())
+        from harness.train import intact_checkpoint
+
+        staging = Path(tempfile.gettempdir()) / f"idrbench-restore-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        return intact_checkpoint(self.checkpoint_root, staging, lambda line: self.log(self.cell_id, line))
 
     def save(self, directory: Path, iteration: int) -> None:
         from harness.train import checkpoint_name
@@ -124,7 +125,8 @@ def train_loop_per_worker(config: dict) -> None:
     if earlier is not None:  # divergence and bad data do not heal by retrying: end this retry at once
         raise CellFault(earlier)
     try:
-        payload = run_cell(cell, HubReporter(hub, config.get("resume_dir")), rank, world_size, device)
+        reporter = HubReporter(hub, cell.cell_id, config["checkpoint_root"])
+        payload = run_cell(cell, reporter, rank, world_size, device)
     except CellFault as err:
         ray.get(hub.record_fault.remote(cell.cell_id, str(err)))
         raise
@@ -133,11 +135,18 @@ def train_loop_per_worker(config: dict) -> None:
         ray.get(hub.post.remote(cell.cell_id, "result", payload))
 
 
-def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool, latest: str | None = None) -> TorchTrainer:
-    """The cell's trainer; it continues from `latest` (the cell's newest checkpoint) when `resume`."""
-    run_dir = storage_path / cell.cell_id
+def ray_storage(storage: Location) -> dict:
+    """RunConfig's storage arguments: a local folder, or a path in a pyarrow filesystem (object stores)."""
+    if storage.is_local:
+        return {"storage_path": storage.path}
+    return {"storage_path": storage.path, "storage_filesystem": storage.filesystem()}
+
+
+def make_trainer(cell: Cell, hub, storage: Location, resume: bool) -> TorchTrainer:
+    """The cell's trainer; with `resume` it continues from the cell's newest intact checkpoint."""
+    run_dir = storage / cell.cell_id
     if not resume:
-        shutil.rmtree(run_dir, ignore_errors=True)
+        delete_tree(run_dir)
     scaling = ScalingConfig(
         num_workers=cell.scaling.num_workers,
         use_gpu=cell.scaling.use_gpu,
@@ -149,20 +158,16 @@ def make_trainer(cell: Cell, hub, storage_path: Path, resume: bool, latest: str 
         train_loop_config={
             "cell": cell.model_dump(mode="json"),
             "hub": hub,
-            "resume_dir": latest if resume else None,
+            "checkpoint_root": run_dir.uri,
         },
         scaling_config=scaling,
         run_config=RunConfig(
             name=cell.cell_id,
-            storage_path=str(storage_path),
+            **ray_storage(storage),
             failure_config=FailureConfig(max_failures=cell.train.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
     )
-
-
-def _as_str(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 def _short_error(text: str) -> str:
@@ -183,8 +188,7 @@ def cell_trial(config: dict) -> None:
     hub.post.remote(cell.cell_id, "started", None)
     hub.post.remote(cell.cell_id, "phase", ("tune trial running", time.time()))
     try:
-        latest = config["latest"].get(cell.cell_id)
-        make_trainer(cell, hub, Path(config["storage"]), config["resume"], latest).fit()
+        make_trainer(cell, hub, parse_location(config["storage"]), config["resume"]).fit()
         hub.post.remote(cell.cell_id, "phase", ("trainer.fit returned", time.time()))
     except BaseException as exc:
         ray.get(hub.post.remote(cell.cell_id, "failed", "".join(traceback.format_exception(exc))))
@@ -195,30 +199,69 @@ def cell_trial(config: dict) -> None:
 class DriverEvents:
     """The driver's side of the hub: logs, live display, event files and records of the cells.
 
-    Only the driver writes to `results/` (workers may sit on other machines).
+    Only the driver writes to `results/` (workers may sit on other machines). With results on an
+    object store, logs and event files are written to a local staging folder and uploaded every
+    `SYNC_SECONDS` and when their cell ends; records and models go straight up.
     """
 
-    def __init__(self, cells: list[Cell], results_dir: Path, board: Board) -> None:
-        from harness.records import cell_dir
+    SYNC_SECONDS = 10.0
+
+    def __init__(self, cells: list[Cell], results_dir: Location, board: Board, staging: Path | None = None) -> None:
         from harness.tblog import CellEventWriters
 
         self.results_dir = results_dir
+        self.staging = results_dir.local_path() if results_dir.is_local else staging
         self.board = board
         self.by_id = {cell.cell_id: cell for cell in cells}
         self.payloads: dict[str, dict] = {}
         self.records: dict[str, dict] = {}
         self.faults: dict[str, str] = {}
         self.logs: dict[str, Any] = {}
-        self.event_files = CellEventWriters({cid: cell_dir(results_dir, cell) for cid, cell in self.by_id.items()})
+        self.event_files = CellEventWriters({cid: self.local_cell_dir(cid) for cid in self.by_id})
+        self.uploaded: dict[str, tuple[int, int]] = {}
+        self.last_sync = time.monotonic()
+
+    def local_cell_dir(self, cell_id: str) -> Path:
+        return self.staging / "cells" / cell_id
+
+    def sync(self, cell_id: str | None = None, force: bool = False) -> None:
+        """Upload the staged logs and event files that changed (of one cell, or all); local results: nothing."""
+        from harness.storage import upload_file
+
+        if self.results_dir.is_local or not (force or time.monotonic() - self.last_sync >= self.SYNC_SECONDS):
+            return
+        self.last_sync = time.monotonic()
+        for cid in [cell_id] if cell_id else list(self.by_id):
+            folder = self.local_cell_dir(cid)
+            files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+            for path in files:
+                stamp = (path.stat().st_size, path.stat().st_mtime_ns)
+                key = f"{cid}/{path.name}"
+                if self.uploaded.get(key) != stamp:
+                    try:
+                        upload_file(path, self.results_dir / "cells" / cid / path.name)
+                    except OSError as err:  # the endpoint is away: the next sync tries again
+                        logging.getLogger(__name__).warning("upload of %s delayed: %s", key, err)
+                        continue
+                    self.uploaded[key] = stamp
+
+    def _open_log(self, cell_id: str):
+        """The cell's train.log for appending (on an object store: the earlier runs' lines fetched first)."""
+        from harness.storage import read_bytes
+
+        path = self.local_cell_dir(cell_id) / "train.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.results_dir.is_local and not path.exists():
+            try:
+                path.write_bytes(read_bytes(self.results_dir / "cells" / cell_id / "train.log"))
+            except FileNotFoundError:
+                pass
+        return path.open("a")
 
     def log_line(self, cell_id: str, line: str) -> None:
-        from harness.records import cell_dir
-
         handle = self.logs.get(cell_id)
         if handle is None:
-            path = cell_dir(self.results_dir, self.by_id[cell_id]) / "train.log"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            handle = self.logs[cell_id] = path.open("a")
+            handle = self.logs[cell_id] = self._open_log(cell_id)
         handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
         handle.flush()
 
@@ -238,9 +281,11 @@ class DriverEvents:
         self.board.finish(cell_id, record["metrics"]["mIoU"])
         self.event_files.scalars(cell_id, cell.train.iterations, evaluation_scalars(self.payloads[cell_id]["metrics"]))
         self.event_files.close(cell_id)
+        self.sync(cell_id, force=True)
 
     def fail(self, cell_id: str, trace: str) -> None:
         self.log_line(cell_id, "failed:\n" + trace)
+        self.sync(cell_id, force=True)
         self.board.finish(cell_id, None, status="failed", error=self.faults.get(cell_id) or _short_error(trace))
 
     def record_fault(self, cell_id: str, message: str) -> None:
@@ -271,12 +316,11 @@ class DriverEvents:
         for handle in self.logs.values():
             handle.close()
         self.event_files.close()
+        self.sync(force=True)
 
 
-def make_tuner(cells: list[Cell], hub, storage: Path, max_concurrent: int, resume: bool) -> tune.Tuner:
+def make_tuner(cells: list[Cell], hub, storage: Location, max_concurrent: int, resume: bool) -> tune.Tuner:
     """One Tune trial per cell (`cell_trial`), at most `max_concurrent` at once."""
-    from harness.train import latest_checkpoint
-
     # the driver writes each cell's event files (harness/tblog.py); Ray Tune's own CSV/JSON/TensorBoard
     # loggers would only add an empty trial folder and print a TensorBoard hint pointing at it
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
@@ -288,12 +332,11 @@ def make_tuner(cells: list[Cell], hub, storage: Path, max_concurrent: int, resum
         param_space={
             "cell": tune.grid_search([cell.model_dump(mode="json") for cell in cells]),
             "hub": hub,
-            "storage": str(storage),
+            "storage": storage.uri,
             "resume": resume,
-            "latest": {c.cell_id: _as_str(latest_checkpoint(storage / c.cell_id)) for c in cells} if resume else {},
         },
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=False),
-        run_config=tune.RunConfig(name="grid", storage_path=str(storage), verbose=0),
+        run_config=tune.RunConfig(name="grid", verbose=0, **ray_storage(storage)),
     )
 
 
@@ -313,26 +356,32 @@ def fit_while_draining(tuner: tune.Tuner, hub, events: DriverEvents) -> BaseExce
     while worker.is_alive():
         worker.join(timeout=1.0)
         events.handle(ray.get(hub.drain.remote()))
+        events.sync()
     events.handle(ray.get(hub.drain.remote()))
     phases.mark("tune grid returned")
     return outcome.get("error")
 
 
 def run_cells(
-    cells: list[Cell], results_dir: Path, board: Board, max_concurrent: int = 1, resume: bool = False
+    cells: list[Cell], results_dir: Path | Location, board: Board, max_concurrent: int = 1, resume: bool = False
 ) -> dict[str, dict]:
     """Train and evaluate `cells` as one Ray Tune grid (a trial per cell); returns records by cell id.
 
     At most `max_concurrent` cells run at once. With `resume`, each cell continues from its
-    newest checkpoint under `results_dir/_ray`.
+    newest intact checkpoint under `results_dir/_ray`. `results_dir` may be an object-store location.
     """
+    from harness.fileio import temporary_directory
+
+    results_dir = parse_location(results_dir)
+    storage = results_dir / "_ray"
+    if storage.is_local:
+        storage.local_path().mkdir(parents=True, exist_ok=True)
     hub = ProgressHub.options(resources=ON_HEAD_NODE).remote()
-    storage = (results_dir / "_ray").resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    events = DriverEvents(cells, results_dir, board)
-    try:
-        error = fit_while_draining(make_tuner(cells, hub, storage, max_concurrent, resume), hub, events)
-    finally:
-        ray.kill(hub)  # a driver that lives on (a notebook, the test session) keeps no idle hub
-    events.close(error)
+    with temporary_directory("idrbench-staging-") as staging:
+        events = DriverEvents(cells, results_dir, board, staging)
+        try:
+            error = fit_while_draining(make_tuner(cells, hub, storage, max_concurrent, resume), hub, events)
+        finally:
+            ray.kill(hub)  # a driver that lives on (a notebook, the test session) keeps no idle hub
+        events.close(error)
     return events.records

@@ -431,13 +431,17 @@ def plot_all(results_dir: Path, checkpoints: list[Path] | None = None, dataset: 
 def parse_results_cli(prog: str, description: str, argv: list[str] | None) -> argparse.Namespace | None:
     """Arguments shared by `harness.plots` and `harness.report`; None after a one-line error."""
     parser = Parser(prog=prog, description=description)
-    parser.add_argument("results_dir", type=Path, help="results/<experiment>")
+    parser.add_argument("results_dir", help="results/<experiment>, or its s3:// URI (see docs/cluster.md)")
     parser.add_argument("--checkpoint", type=Path, action="append", default=[],
                         help="a model.pt with IDR relation buffers (repeatable)")
     parser.add_argument("--dataset", default=None, help="dataset whose class names label the relation heatmaps")
     args = parse_or_exit(parser, argv)
-    if not args.results_dir.is_dir():
-        print(f"error: {args.results_dir}: no such results folder", file=sys.stderr)
+    from harness.storage import StorageError, results_folder
+
+    try:
+        args.results_dir = results_folder(args.results_dir)
+    except StorageError as err:
+        print(f"error: {err}", file=sys.stderr)
         return None
     for checkpoint in args.checkpoint:
         if not checkpoint.is_file():
@@ -450,9 +454,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_results_cli("python -m harness.plots", __doc__.splitlines()[0], argv)
     if args is None:
         return 2
-    paths = plot_all(args.results_dir, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr))
-    for path in paths:
-        print(path)
+    from harness.storage import is_result_file, staged
+
+    with staged(args.results_dir, is_result_file) as folder:
+        paths = plot_all(folder, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr))
+        for path in paths:
+            print(args.results_dir / path.relative_to(folder).as_posix() if not args.results_dir.is_local else path)
     return 0
 
 

@@ -6,6 +6,7 @@ A record exists only for a cell that finished; tables read nothing else.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import platform
 import subprocess
@@ -15,7 +16,8 @@ from typing import Any
 
 from harness.config import Cell
 from harness.data import dataset_card
-from harness.fileio import atomic_target, write_text_atomic
+from harness.fileio import write_text_atomic
+from harness.storage import Location, list_files, parse_location, read_bytes, write_bytes
 
 RECORD_NAME = "record.json"
 FINAL_MODEL = "model.pt"
@@ -24,7 +26,7 @@ SCHEMA_VERSION = 1
 _VERSIONED = ("torch", "torchvision", "timm", "ray", "numpy", "pydantic", "fvcore")
 
 
-def cell_dir(results_dir: Path, cell: Cell) -> Path:
+def cell_dir(results_dir: Path | Location, cell: Cell) -> Path | Location:
     return results_dir / "cells" / cell.cell_id
 
 
@@ -111,33 +113,39 @@ def build_environment() -> dict:
     }
 
 
-def save_final_model(path: Path, content: bytes) -> None:
+def save_final_model(path: Path | Location, content: bytes) -> None:
     """The trained weights and IDR buffers beside the record (`harness.train.final_model_bytes`)."""
-    with atomic_target(path) as partial:
-        partial.write_bytes(content)
+    write_bytes(parse_location(path), content)
 
 
-def store_cell(results_dir: Path, cell: Cell, payload: dict, wall_time_s: float) -> dict:
+def store_cell(results_dir: Path | Location, cell: Cell, payload: dict, wall_time_s: float) -> dict:
     """Write a finished cell: its final model first, then its record (which marks it complete)."""
     payload = dict(payload)
-    save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, payload.pop("final_model"))
-    record = build_record(cell, payload, wall_time_s)
+    model = payload.pop("final_model")
+    save_final_model(cell_dir(results_dir, cell) / FINAL_MODEL, model)
+    record = {**build_record(cell, payload, wall_time_s), "model_sha256": hashlib.sha256(model).hexdigest()}
     write_record(results_dir, cell, record)
     return record
 
 
-def write_record(results_dir: Path, cell: Cell, record: dict) -> Path:
+def write_record(results_dir: Path | Location, cell: Cell, record: dict) -> Path | Location:
     path = cell_dir(results_dir, cell) / RECORD_NAME
-    write_json_atomic(path, record)
+    write_bytes(parse_location(path), json.dumps(record, indent=2, sort_keys=False, allow_nan=True).encode("utf-8"))
     return path
 
 
-def read_record(path: Path) -> dict:
-    return json.loads(path.read_text())
+def read_record(path: Path | Location) -> dict:
+    return json.loads(read_bytes(parse_location(path)))
 
 
-def find_records(results_dir: Path) -> list[dict]:
-    return [read_record(p) for p in sorted(Path(results_dir).glob(f"cells/*/{RECORD_NAME}"))]
+def find_records(results_dir: Path | Location) -> list[dict]:
+    """Every record of an experiment's results (a folder or an object-store location)."""
+    if isinstance(results_dir, Location) and not results_dir.is_local:
+        cells = results_dir / "cells"
+        names = sorted(n for n in list_files(cells) if n.count("/") == 1 and n.endswith("/" + RECORD_NAME))
+        return [read_record(cells / name) for name in names]
+    folder = results_dir.local_path() if isinstance(results_dir, Location) else Path(results_dir)
+    return [read_record(p) for p in sorted(folder.glob(f"cells/*/{RECORD_NAME}"))]
 
 
 def is_released(record: dict) -> bool:
@@ -157,11 +165,9 @@ def label_protocol_of(record: dict) -> str:
     return "annotated (171 classes)" if record.get("dataset") == "coco_stuff10k" else "official"
 
 
-def completed_record(results_dir: Path, cell: Cell) -> dict | None:
+def completed_record(results_dir: Path | Location, cell: Cell) -> dict | None:
     """The record of a finished cell with exactly this configuration and label protocol, if any."""
     path = cell_dir(results_dir, cell) / RECORD_NAME
-    if not path.is_file():
-        return None
     try:
         record = read_record(path)
     except (OSError, json.JSONDecodeError):

@@ -108,8 +108,9 @@ def _cells(results_dir: Path, records: list[dict]) -> str:
 
 
 def build_report(results_dir: Path, checkpoints: list[Path] | None = None, dataset: str | None = None,
-                 log=print) -> Path:
-    """Tables, plots and the HTML page for one results folder; returns the page's path."""
+                 log=print, shown_as: str | None = None) -> Path:
+    """Tables, plots and the HTML page for one results folder (named `shown_as` on the page, e.g. the
+    URI a staged copy came from); returns the page's path."""
     results_dir = Path(results_dir)
     index = load_index()
     write_tables(results_dir, index)
@@ -120,7 +121,7 @@ def build_report(results_dir: Path, checkpoints: list[Path] | None = None, datas
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     body = [
         f"<h1>IDRBench report: {_e(name)}</h1>",
-        f"<p>{len(records)} finished cell(s) in <code>{_e(results_dir)}</code>; generated {_e(generated)}.</p>",
+        f"<p>{len(records)} finished cell(s) in <code>{_e(shown_as or results_dir)}</code>; generated {_e(generated)}.</p>",
         '<nav><a href="#tables">Tables</a><a href="#plots">Plots</a><a href="#environment">Environment</a>'
         '<a href="#cells">Cells</a></nav>',
         '<h2 id="tables">Tables</h2>',
@@ -151,8 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_results_cli("python -m harness.report", __doc__.splitlines()[0], argv)
     if args is None:
         return 2
-    path = build_report(args.results_dir, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr))
-    print(f"wrote {path}")
+    from harness.storage import is_result_file, staged
+
+    with staged(args.results_dir, is_result_file) as folder:
+        path = build_report(folder, args.checkpoint, args.dataset, log=lambda m: print(m, file=sys.stderr),
+                            shown_as=args.results_dir.display)
+    print(f"wrote {args.results_dir / REPORT_NAME if not args.results_dir.is_local else path}")
     return 0
 
 

@@ -17,6 +17,7 @@ from typing import NoReturn
 from harness import phases
 from harness.cli import Parser, parse_or_exit
 from harness.config import Cell, ConfigError, Experiment, expand_cells, load_experiment
+from harness.storage import Location, StorageError, check_reachable, parse_location, safe_error
 
 # torch, Ray and the model / data registries are imported where they are needed, after the
 # experiment file has been read and validated: a bad file is reported without those imports.
@@ -34,7 +35,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--gpu-rate-from", default=None, metavar="FILE",
                         help="take the --dry-run rate from a benchmarks/gpu_check.py JSON (gpu_rate_flops_per_s)")
     parser.add_argument("--address", default=None, help="join this Ray cluster instead of starting a local one")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--results", default="results",
+                        help="results root: a path (default: results) or s3://bucket/prefix[?endpoint_override=HOST:PORT"
+                        "&scheme=http&region=R] (see docs/cluster.md)")
     parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
                         help="run only cells whose id matches this shell pattern (e.g. 'upernet*ade20k*'); repeatable")
     parser.add_argument("--rerun", action="store_true", help="train cells again even when a record exists")
@@ -175,9 +178,9 @@ def dry_run(exp: Experiment, cells: list[Cell], args: argparse.Namespace) -> Non
 
     if args.gpu_rate_from is not None:
         source = f"measured by benchmarks/gpu_check.py ({args.gpu_rate_from})"
-        rate = plan_rate(Path(args.results) / exp.name, rate_from_gpu_check(args.gpu_rate_from), source)
+        rate = plan_rate(parse_location(args.results) / exp.name, rate_from_gpu_check(args.gpu_rate_from), source)
     else:
-        rate = plan_rate(Path(args.results) / exp.name, args.gpu_rate)
+        rate = plan_rate(parse_location(args.results) / exp.name, args.gpu_rate)
     estimates = estimate_cells(cells, rate, lambda done, total: print(
         f"counting FLOPs: model {done}/{total}", file=sys.stderr, flush=True))
     print_plan(exp, cells, estimates, rate)
@@ -236,7 +239,24 @@ def start_ray(address: str | None) -> None:
         ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
 
 
-def train_cells(todo: list[Cell], results_dir: Path, board, max_concurrent: int, args: argparse.Namespace) -> bool:
+def check_resumable(todo: list[Cell], results_dir: Location) -> None:
+    """With `--resume`: every cell that has checkpoints has an intact one (checked against its manifest);
+    each damaged one is named in a warning line; ConfigError when a cell has only damaged ones."""
+    from harness.fileio import temporary_directory
+    from harness.train import NoIntactCheckpoint, intact_checkpoint
+
+    with temporary_directory("idrbench-resume-check-") as staging:
+        for cell in todo:
+            try:
+                intact_checkpoint(results_dir / "_ray" / cell.cell_id, staging,
+                                  lambda line: print(f"warning: {line}", file=sys.stderr))
+            except NoIntactCheckpoint as err:
+                raise ConfigError(f"{cell.cell_id}: {err}") from None
+            except OSError as err:
+                raise ConfigError(f"{cell.cell_id}: cannot read its checkpoints ({safe_error(err)})") from None
+
+
+def train_cells(todo: list[Cell], results_dir: Location, board, max_concurrent: int, args: argparse.Namespace) -> bool:
     """Remove what a killed run left half-written, start Ray, check the results folder is shared
     by every node, then run the cells; False (after one error line) when the cluster cannot."""
     from harness.cluster import ClusterError, check_shared_results
@@ -244,9 +264,10 @@ def train_cells(todo: list[Cell], results_dir: Path, board, max_concurrent: int,
     from harness.fileio import remove_partials
     from harness.records import cell_dir
 
-    for cell in todo:  # only these cells: the others may belong to a run still going
-        remove_partials(cell_dir(results_dir, cell))
-        remove_partials(results_dir / "_ray" / cell.cell_id)
+    if results_dir.is_local:  # an object store has no half-written objects: a PUT is atomic
+        for cell in todo:  # only these cells: the others may belong to a run still going
+            remove_partials(cell_dir(results_dir, cell).local_path())
+            remove_partials((results_dir / "_ray" / cell.cell_id).local_path())
     start_ray(args.address)
     phases.mark("ray started")
     try:
@@ -263,14 +284,16 @@ def main(argv: list[str] | None = None) -> int:
     phases.mark("harness.run main")
     args = parse_args(argv)
     try:
+        results_root = parse_location(args.results)
         exp = load_experiment(args.experiment, args.overrides)
         cells = select_cells(resolve_cells(exp), args.only, args.experiment)
         check_plan(cells, args.experiment)
+        check_reachable(results_root)
         if args.dry_run:
             dry_run(exp, cells, args)
             return 0
         check_inputs(cells, args.experiment, args.verify)
-    except ConfigError as err:
+    except (ConfigError, StorageError) as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
@@ -279,10 +302,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from harness.progress import Board
     from harness.records import completed_record
-    from harness.tables import write_tables_brief
-
-    results_dir = Path(args.results) / exp.name
+    results_dir = results_root / exp.name
     todo = [c for c in cells if args.rerun or completed_record(results_dir, c) is None]
+    if args.resume:
+        try:
+            check_resumable(todo, results_dir)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     console = Console()
     console.print(f"experiment {exp.name}: {len(cells)} cells, {len(cells) - len(todo)} already complete")
     board = Board([c.cell_id for c in cells], console=console)
@@ -300,10 +327,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {state.error}", file=sys.stderr)
     console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
     if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):
-        print(write_tables_brief(results_dir))
+        print(tables_brief(results_dir))
     phases.mark("tables written")
     phases.dump()
     return 1 if board.counts()["failed"] else 0
+
+
+def tables_brief(results_dir: Location) -> str:
+    """Write the experiment's tables where its records are (staged locally for an object store)."""
+    from harness.storage import staged
+    from harness.tables import write_tables_brief
+
+    with staged(results_dir, lambda name: name.endswith("/record.json")) as folder:
+        text = write_tables_brief(folder)
+    return text if results_dir.is_local else text.replace(str(folder), results_dir.display)
 
 
 def exit_now(code: int) -> NoReturn:

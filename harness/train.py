@@ -32,7 +32,7 @@ from harness import context_probe
 from harness.config import Cell
 from harness.data import DataError, SegmentationDataset, build_dataset
 from harness.evaluate import evaluate, protocol_kwargs
-from harness.fileio import temporary_directory
+from harness.fileio import sha256_of_file, temporary_directory
 from harness.measure import count_flops
 from harness.optim import build_optimizer, lr_at
 from harness.tblog import training_scalars
@@ -120,7 +120,9 @@ class PrintReporter:
         pass
 
     def restore(self) -> Path | None:
-        return latest_checkpoint(self.checkpoint_root) if self.checkpoint_root else None
+        if self.checkpoint_root is None or not Path(self.checkpoint_root).is_dir():
+            return None
+        return intact_checkpoint(self.checkpoint_root, self.checkpoint_root, lambda line: self.log("-", line))
 
     def save(self, directory: Path, iteration: int) -> None:
         if self.checkpoint_root is None:
@@ -143,34 +145,97 @@ def manifest_name(rank: int) -> str:
     return f"files_rank{rank}.json"
 
 
-def checkpoint_complete(directory: Path) -> bool:
-    """Whether every rank's files are all there at their full size (a killed upload leaves some short).
+def checkpoint_problem(directory: Path, checksums: bool = True) -> str | None:
+    """What is wrong with a checkpoint folder (None: intact): a file missing, short or not as written.
 
-    Each rank lists its files and their sizes in a manifest; rank 0's also gives the world size.
-    Checkpoints from before manifests existed count as complete when they hold the model file.
+    Each rank lists its files with their sizes and sha256 in a manifest; rank 0's also gives the
+    world size. Checkpoints from before manifests existed count as intact when they hold the model
+    file; manifests from before checksums are checked on sizes. `checksums=False` checks sizes only.
     """
     first = directory / manifest_name(0)
     if not first.is_file():
-        return (directory / MODEL_FILE).is_file() and not any(directory.glob("files_rank*.json"))
+        if (directory / MODEL_FILE).is_file() and not any(directory.glob("files_rank*.json")):
+            return None
+        return f"{first.name}: missing"
     try:
         world_size = int(json.loads(first.read_text())["world_size"])
         for rank in range(world_size):
-            listed = json.loads((directory / manifest_name(rank)).read_text())["files"]
-            if any(not (directory / name).is_file() or (directory / name).stat().st_size != size
-                   for name, size in listed.items()):
-                return False
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return True
+            manifest = json.loads((directory / manifest_name(rank)).read_text())
+            for name, size in manifest["files"].items():
+                problem = file_problem(directory / name, size, (manifest.get("sha256") or {}).get(name) if checksums else None)
+                if problem:
+                    return f"{name}: {problem}"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        return f"manifest unreadable ({type(err).__name__}: {err})"
+    return None
+
+
+def file_problem(path: Path, size: int, sha256: str | None) -> str | None:
+    """How a file differs from its manifest entry (None: it matches)."""
+    from harness.fileio import sha256_of_file
+
+    if not path.is_file():
+        return "missing"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"{actual} bytes, the manifest says {size}"
+    if sha256 is not None and sha256_of_file(path) != sha256:
+        return "checksum differs from the manifest (sha256)"
+    return None
+
+
+def checkpoint_complete(directory: Path) -> bool:
+    """Whether every rank's files are all there at their full size (a killed upload leaves some short)."""
+    return checkpoint_problem(directory, checksums=False) is None
+
+
+class NoIntactCheckpoint(CellFault):
+    """Checkpoints exist, but every one of them is damaged."""
+
+
+def checkpoint_candidates(root) -> list:
+    """The checkpoint folders under `root` (a path or a `harness.storage.Location`), newest first."""
+    from harness.storage import list_files, parse_location
+
+    location = parse_location(root)
+    folders = {name.rsplit("/", 1)[0] for name in list_files(location) if name.endswith("/" + MODEL_FILE)}
+    named = [(checkpoint_iteration(folder), folder) for folder in folders if checkpoint_iteration(folder) is not None]
+    return [location / folder for _, folder in sorted(named, reverse=True)]
+
+
+def intact_checkpoint(root, staging: Path, log=print) -> Path | None:
+    """The newest checkpoint under `root` whose files match their manifest, as a local folder (copied
+    into `staging` from an object store); each damaged one is named in one `log` line and skipped.
+
+    None when there is no checkpoint; NoIntactCheckpoint when there are some but none is intact.
+    """
+    from harness.storage import download_tree, parse_location
+
+    candidates = checkpoint_candidates(root)
+    for candidate in candidates:
+        if candidate.is_local:
+            folder = candidate.local_path()
+        else:
+            folder = staging / candidate.name
+            shutil.rmtree(folder, ignore_errors=True)
+            download_tree(candidate, folder)
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        log(f"damaged checkpoint skipped: {candidate.display}/{problem}")
+    if candidates:
+        raise NoIntactCheckpoint(f"no intact checkpoint under {parse_location(root).display}: all {len(candidates)} are damaged "
+                                 "(see the lines above); run without --resume to start over")
+    return None
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint directory under `root` (searched recursively)."""
+    """The newest intact local checkpoint folder under `root` (searched recursively), damaged ones skipped silently."""
     if not root or not Path(root).is_dir():
         return None
     found = [p.parent for p in Path(root).rglob(MODEL_FILE) if p.parent.name.startswith("iter_")]
-    complete = [p for p in found if checkpoint_complete(p)]
-    return max(complete, key=lambda p: p.name) if complete else None
+    intact = [p for p in found if checkpoint_problem(p) is None]
+    return max(intact, key=lambda p: p.name) if intact else None
 
 
 def checkpoint_iteration(directory: Path | str) -> int | None:
@@ -228,7 +293,11 @@ def save_checkpoint(
         torch.save(state, directory / MODEL_FILE)
         files.append(MODEL_FILE)
     torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
-    manifest = {"world_size": world_size, "files": {name: (directory / name).stat().st_size for name in files}}
+    manifest = {
+        "world_size": world_size,
+        "files": {name: (directory / name).stat().st_size for name in files},
+        "sha256": {name: sha256_of_file(directory / name) for name in files},
+    }
     (directory / manifest_name(rank)).write_text(json.dumps(manifest))
 
 
@@ -259,7 +328,12 @@ def _batches(
     start_iteration: int,
     loader_kwargs: dict,
 ) -> Iterator:
-    """Batches forever, starting at the position `start_iteration` batches into the stream."""
+    """Batches forever, starting at the position `start_iteration` batches into the stream.
+
+    Each epoch's loader draws its base seed from a generator of its own, not from torch's global
+    one: otherwise a run resumed mid-epoch (which opens a loader where the uninterrupted run did
+    not) would shift the global stream (dropout, IDR's picks) by one draw from then on.
+    """
     per_epoch = len(sampler) // batch_size
     epoch, skip = divmod(start_iteration, per_epoch)
     while True:
@@ -267,7 +341,8 @@ def _batches(
         dataset.set_epoch(epoch)
         order = list(sampler)
         chunks = [order[i * batch_size : (i + 1) * batch_size] for i in range(skip, per_epoch)]
-        yield from torch.utils.data.DataLoader(dataset, batch_sampler=chunks, **loader_kwargs)
+        generator = torch.Generator().manual_seed(epoch)
+        yield from torch.utils.data.DataLoader(dataset, batch_sampler=chunks, generator=generator, **loader_kwargs)
         epoch, skip = epoch + 1, 0
 
 

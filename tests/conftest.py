@@ -15,6 +15,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("IDRBENCH_CACHE_DIR", tempfile.mkdtemp(prefix="idrbench-test-cache-"))  # FLOP counts
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")  # fake credentials for the loopback S3 server
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret-value")  # (fixture s3_server), read by Ray's workers too
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")  # no instance-role lookup on a machine without one
 os.environ["RAY_AUTH_MODE"] = "token"  # read when ray is imported: set before any test imports it
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,3 +136,17 @@ def write_experiment(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback for the session (fake credentials in the environment: the AWS chain)."""
+    pytest.importorskip("moto.server")
+    from tests.s3server import S3Server
+
+    server = S3Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -142,6 +142,7 @@ def evaluate_cell(
     params, FLOPs) with the new `config.eval`, the new metrics, and `evaluated_from` naming the
     cell. Tables place it by its protocol like any record. Returns (record path, record).
     """
+    from harness.fileio import sha256_of_file
     from harness.records import RECORD_NAME, write_json_atomic
 
     cell_dir = Path(cell_dir)
@@ -152,6 +153,9 @@ def evaluate_cell(
     model_path = cell_dir / record.get("model_file", "model.pt")
     if not model_path.is_file():
         raise CellError(f"{model_path}: the cell's trained model is missing (written when the cell finished)")
+    if record.get("model_sha256") and sha256_of_file(model_path) != record["model_sha256"]:
+        raise CellError(f"{model_path}: damaged (its sha256 differs from the record's model_sha256); "
+                        "train the cell again (--only CELL --rerun)")
     dataset = build_dataset(cell.dataset, root or cell.data_root, new_eval.split, cell.data_options, train=False)
     model = _trained_model(model_path, cell, dataset.card).to(device)
     start = time.perf_counter()

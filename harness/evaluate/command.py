@@ -138,12 +138,24 @@ def _score_folder(args: argparse.Namespace) -> tuple[str, dict, dict]:
 
 
 def _evaluate_cell(args: argparse.Namespace) -> tuple[str, dict, dict]:
-    _, cell = read_cell_record(Path(args.cell))
+    """`--cell` a folder, or an object-store URI of one (staged locally; the new record goes back up)."""
+    from harness.storage import is_uri, parse_location, staged
+
+    if not is_uri(args.cell):
+        return _evaluate_cell_folder(args, Path(args.cell))
+    location = parse_location(args.cell)
+    with staged(location.parent, lambda name: name.startswith(location.name + "/")) as cells:
+        title, metrics, extra = _evaluate_cell_folder(args, cells / location.name)
+    return title.replace(str(cells), location.parent.display), metrics, extra
+
+
+def _evaluate_cell_folder(args: argparse.Namespace, folder: Path) -> tuple[str, dict, dict]:
+    _, cell = read_cell_record(folder)
     changes = cell_changes(args, cell.dataset)
     if not changes:
         raise ValueError("--cell: give the protocol to evaluate with (--protocol, --scales, --flip, --mode, ...)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out, record = evaluate_cell(args.cell, changes, device, root=args.root, loader_workers=args.workers)
+    out, record = evaluate_cell(folder, changes, device, root=args.root, loader_workers=args.workers)
     metrics = {**record["metrics"], "per_class_iou": record["per_class_iou"], "per_class_acc": record["per_class_acc"],
                "num_images": record["num_eval_images"]}
     title = (f"{record['evaluated_from']} re-evaluated ({protocol_tag_of(record)}), {record['num_eval_images']} "

@@ -36,18 +36,21 @@ from pathlib import Path
 
 from harness import reference as ref
 from harness.cli import Parser, parse_or_exit
+from harness.storage import StorageError, results_folder, safe_error, staged
 from harness.tables.writer import write_tables
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = Parser(prog="python -m harness.tables", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", type=Path, help="results/<experiment>")
+    parser.add_argument("results_dir", help="results/<experiment>, or its s3:// URI (see docs/cluster.md)")
     args = parse_or_exit(parser, argv)
-    if not args.results_dir.is_dir():
-        print(f"error: {args.results_dir}: no such results folder", file=sys.stderr)
-        return 2
     try:
-        print(write_tables(args.results_dir))
+        location = results_folder(args.results_dir)
+        with staged(location, lambda name: name.endswith("/record.json")) as folder:
+            print(write_tables(folder))
+    except (StorageError, OSError) as err:
+        print(f"error: {safe_error(err)}", file=sys.stderr)
+        return 2
     except ref.ReferenceError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
