@@ -5,7 +5,12 @@
 
 On the GPU: each framework with and without IDR at 512x512, ResNet-50-D8 (random init), K=150,
 C=512, 2 images per step, under bf16 and under fp16 autocast (GradScaler): training images/s,
-peak memory (torch.cuda.max_memory_allocated) and the +IDR / baseline step-time ratio. Then
+peak memory (torch.cuda.max_memory_allocated, weights included; on CPU the rise of the resident
+set, `benchmarks/step_memory.py`) and the +IDR / baseline step-time ratio; then Mask2Former with
+and without IDR (transformers ResNet-50) at the same size and batch, which answers whether
+Mask2Former+IDR fits at 2 images per GPU. The targets (+IDR / baseline step time <= 1.10 for the
+four heads; Mask2Former+IDR / Mask2Former peak memory <= 1.5) are printed as pass / FAIL and
+kept in the JSON under `targets`. Then
 `python -m harness.measure --latency` (CUDA-event timing) for FCN +- IDR, and one short Ray
 cell (`python -m harness.run`, scaling.use_gpu) run as a user would. Everything goes into one
 JSON file; its `gpu_rate_flops_per_s` (the median over the bf16 rows of 3 x fvcore forward
@@ -32,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.step_memory import PeakMemory, kind  # noqa: E402
 from harness.config import ModelConfig  # noqa: E402
 from harness.measure import count_flops, environment  # noqa: E402
 from models import build_segmentor, framework_names  # noqa: E402
@@ -39,11 +45,18 @@ from models import build_segmentor, framework_names  # noqa: E402
 PAPER = {"backbone": "resnet50c", "size": 512, "classes": 150, "channels": 512, "batch": 2, "steps": 10, "warmup": 3}
 TINY = {"backbone": "resnet18", "size": 32, "classes": 5, "channels": 16, "batch": 2, "steps": 1, "warmup": 1}
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+MASK2FORMER = "mask2former"
+MASK2FORMER_BACKBONES = {"resnet50c": "resnet50"}  # the transformers ResNet of the same depth
+TIME_TARGET = 1.10  # +IDR / baseline step time, the four heads
+MEMORY_TARGET = 1.5  # Mask2Former+IDR / Mask2Former peak memory
 
 
-def model_config(shape: dict) -> ModelConfig:
+def model_config(shape: dict, framework: str = "fcn") -> ModelConfig:
     c = shape["channels"]
-    return ModelConfig(backbone=shape["backbone"], feats_channels=c, head_channels=c,
+    backbone = shape["backbone"]
+    if framework == MASK2FORMER:
+        backbone = MASK2FORMER_BACKBONES.get(backbone, backbone)
+    return ModelConfig(backbone=backbone, feats_channels=c, head_channels=c,
                        aux_channels=max(c // 2, 8), refine_channels=max(c // 2, 8))
 
 
@@ -61,29 +74,28 @@ def train_speed(model: torch.nn.Module, shape: dict, amp: str, device: torch.dev
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    for step in range(shape["warmup"] + shape["steps"]):
-        if step == shape["warmup"]:
-            _sync(device)
-            start = time.perf_counter()
-        with torch.autocast(device.type, dtype=AMP[amp]):
-            losses = model(images, target)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(sum(losses.values())).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    _sync(device)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    with PeakMemory(device) as peak:
+        for step in range(shape["warmup"] + shape["steps"]):
+            if step == shape["warmup"]:
+                _sync(device)
+                start = time.perf_counter()
+            with torch.autocast(device.type, dtype=AMP[amp]):
+                losses = model(images, target)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(sum(losses.values())).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            del losses
+        _sync(device)
+        seconds = time.perf_counter() - start
     return {"images_per_s": shape["steps"] * batch / seconds, "step_ms": 1e3 * seconds / shape["steps"],
-            "peak_memory_mib": peak}
+            "peak_memory_mib": peak.mib, "peak_memory_kind": kind(device)}
 
 
 def framework_rows(shape: dict, device: torch.device, frameworks: list[str]) -> list[dict]:
     rows = []
-    cfg = model_config(shape)
     for name in frameworks:
+        cfg = model_config(shape, name)
         for idr in (False, True):
             torch.manual_seed(0)
             model = build_segmentor(name, idr, shape["classes"], cfg)
@@ -102,7 +114,24 @@ def framework_rows(shape: dict, device: torch.device, frameworks: list[str]) -> 
     for row in rows:
         base = next(r for r in rows if r["framework"] == row["framework"] and r["amp"] == row["amp"] and not r["idr"])
         row["idr_over_base_step"] = row["step_ms"] / base["step_ms"]
+        mib, base_mib = row["peak_memory_mib"], base["peak_memory_mib"]
+        row["idr_over_base_memory"] = mib / base_mib if mib is not None and base_mib else None
     return rows
+
+
+def targets(rows: list[dict]) -> list[dict]:
+    """Each target the rows bear on, per AMP mode: its ratio, the bound and whether it is met."""
+    out = []
+    for row in rows:
+        if not row["idr"]:
+            continue
+        if row["framework"] == MASK2FORMER:
+            what, ratio, bound = "peak memory +IDR / base", row["idr_over_base_memory"], MEMORY_TARGET
+        else:
+            what, ratio, bound = "step time +IDR / base", row["idr_over_base_step"], TIME_TARGET
+        out.append({"framework": row["framework"], "amp": row["amp"], "what": what, "ratio": ratio,
+                    "target_at_most": bound, "met": None if ratio is None else ratio <= bound})
+    return out
 
 
 def latency(shape: dict, device: torch.device, folder: Path) -> dict:
@@ -152,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu (default: cuda)")
     parser.add_argument("--tiny", action="store_true", help="tiny models and inputs (CPU test of this script)")
-    parser.add_argument("--frameworks", nargs="*", default=None)
+    parser.add_argument("--frameworks", nargs="*", default=None, help="default: the four heads and mask2former")
     parser.add_argument("--no-ray-cell", action="store_true", help="skip the Ray cell")
     parser.add_argument("--out", default="gpu_check.json")
     args = parser.parse_args(argv)
@@ -163,7 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     shape = TINY if args.tiny else PAPER
     start = time.perf_counter()
     report = {"shape": shape, "env": environment(str(device)),
-              "rows": framework_rows(shape, device, args.frameworks or framework_names())}
+              "rows": framework_rows(shape, device, args.frameworks or framework_names() + [MASK2FORMER])}
+    report["targets"] = targets(report["rows"])
+    for t in report["targets"]:
+        verdict = "—" if t["met"] is None else "pass" if t["met"] else "FAIL"
+        ratio = "—" if t["ratio"] is None else f"{t['ratio']:.2f}"
+        print(f"target {t['framework']:11} {t['amp']} {t['what']}: {ratio} (<= {t['target_at_most']}) {verdict}")
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         report["measure_latency"] = latency(shape, device, Path(tmp))
         report["ray_cell"] = None if args.no_ray_cell else ray_cell(shape, device, Path(tmp))

@@ -26,7 +26,8 @@ FLOPs
     for are *not counted*; they are listed as "unsupported ops" with their call counts (typically
     element-wise ops such as residual additions and IDR's scatter / gather / softmax steps).
     ``aten::baddbmm`` (the masked cross-attention scores of Mask2Former's decoder, through
-    ``nn.MultiheadAttention``) is counted as the batched matmul it contains.
+    ``nn.MultiheadAttention``) is counted as the batched matmul it contains, and
+    ``aten::scaled_dot_product_attention`` (IDR's self-attention, timm's Swin) as its two.
     The breakdown is over the top-level children of the segmentor.
 
 Context module
@@ -103,6 +104,17 @@ def _baddbmm_flops(inputs, outputs) -> int:
     return b * n * m * p
 
 
+def _sdpa_flops(inputs, outputs) -> int:
+    """aten::scaled_dot_product_attention(q [..,n,e], k [..,m,e], v [..,m,f], ...): the two
+    batched matmuls it contains, QK^T and (softmax)V, i.e. prod(..)*n*m*(e+f) multiply-adds,
+    what fvcore counted for the same attention written as two bmm (the softmax is not counted)."""
+    from fvcore.nn.jit_handles import get_shape
+
+    *batch, n, e = get_shape(inputs[0])
+    m, f = get_shape(inputs[2])[-2:]
+    return int(np.prod(batch, dtype=np.int64)) * n * m * (e + f)
+
+
 def context_module_names(model: nn.Module) -> list[str]:
     """Qualified names of the head's context module(s) (`head.context_modules`); [] if it names none."""
     head = getattr(model, "head", None)
@@ -129,7 +141,9 @@ def count_flops(model: nn.Module, input_size: tuple[int, int], submodules: tuple
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer and deprecation warnings of torch.jit
-            analysis = FlopCountAnalysis(model, (image,)).set_op_handle("aten::baddbmm", _baddbmm_flops)
+            analysis = FlopCountAnalysis(model, (image,)).set_op_handle(
+                "aten::baddbmm", _baddbmm_flops, "aten::scaled_dot_product_attention", _sdpa_flops
+            )
             analysis.unsupported_ops_warnings(False)
             analysis.uncalled_modules_warnings(False)
             analysis.tracer_warnings("none")

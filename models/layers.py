@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 class ConvBNReLU(nn.Sequential):
@@ -43,11 +44,20 @@ def _projection(in_channels: int, out_channels: int, num_convs: int) -> nn.Seque
     return nn.Sequential(*layers)
 
 
+def _positions(feats: torch.Tensor) -> torch.Tensor:
+    """[B,T,h,w] -> [B,1,N,T], contiguous: one head, the layout the fused attention kernels take."""
+    return feats.flatten(2).transpose(1, 2).unsqueeze(1).contiguous()
+
+
 class SelfAttentionBlock(nn.Module):
     """Scaled dot-product attention over all positions of a feature map.
 
     Query and key go through two 1x1 conv-BN-ReLU layers into `transform_channels`, the value
     through one; the attended values are projected to `out_channels` by a 1x1 conv-BN-ReLU.
+    The attention is `F.scaled_dot_product_attention` (one head), which never holds the
+    [N, N] matrix in the fused kernels: on CPU the flash-attention CPU kernel, on CUDA flash
+    attention under fp16 / bf16 autocast and the memory-efficient kernel in fp32 (PyTorch picks;
+    its math fallback is the plain softmax(QK^T)V).
     """
 
     def __init__(self, key_in: int, query_in: int, transform_channels: int, out_channels: int):
@@ -60,12 +70,11 @@ class SelfAttentionBlock(nn.Module):
 
     def forward(self, query_feats: torch.Tensor, key_feats: torch.Tensor) -> torch.Tensor:
         b, _, h, w = query_feats.shape
-        query = self.query_project(query_feats).flatten(2).transpose(1, 2)  # [B,N,T]
-        key = self.key_project(key_feats).flatten(2)  # [B,T,M]
-        value = self.value_project(key_feats).flatten(2).transpose(1, 2)  # [B,M,T]
-        attention = torch.softmax(torch.bmm(query, key) * self.scale, dim=-1)
-        context = torch.bmm(attention, value).transpose(1, 2).reshape(b, -1, h, w)
-        return self.out_project(context)
+        query = _positions(self.query_project(query_feats))  # [B,1,N,T]
+        key = _positions(self.key_project(key_feats))  # [B,1,M,T]
+        value = _positions(self.value_project(key_feats))  # [B,1,M,T]
+        context = F.scaled_dot_product_attention(query, key, value, scale=self.scale)  # [B,1,N,T]
+        return self.out_project(context.squeeze(1).transpose(1, 2).reshape(b, -1, h, w))
 
 
 class LearnableScale(nn.Module):

@@ -1,6 +1,8 @@
 """The IDR head as a module: buffers, deletion diagnostics, dropout masks, DDP averaging."""
 from __future__ import annotations
 
+import copy
+import dataclasses
 import socket
 
 import pytest
@@ -70,11 +72,17 @@ def _only_decayed(relations: torch.Tensor) -> torch.Tensor:
     return torch.isclose(relations.unsqueeze(-1), allowed).any(-1)
 
 
-def _relations_after_null_deletion(monkeypatch, restore_rng: bool) -> torch.Tensor:
+def _relations_after_null_deletion(monkeypatch, share_masks: bool) -> torch.Tensor:
     """Deletion that deletes nothing: the diagnostics see only dropout-mask differences."""
     monkeypatch.setattr(idr_head, "exclude_classes", lambda present, reps, exclude: (present, reps))
-    if not restore_rng:
-        monkeypatch.setattr(idr_head, "_set_rng_state", lambda state, device: None)
+    if not share_masks:
+        reused = idr_head.deleted_stage2
+
+        def fresh_masks(decoder, anchor, id_context):
+            mask = idr_head.feature_dropout_mask(decoder[1], anchor.pre_activation)
+            return reused(decoder, dataclasses.replace(anchor, dropout_mask=mask), id_context)
+
+        monkeypatch.setattr(idr_head, "deleted_stage2", fresh_masks)
     torch.manual_seed(0)
     model = build_segmentor("fcn", True, K, tiny_cfg(dropout=0.5))
     train_step(model, *batch())
@@ -82,14 +90,14 @@ def _relations_after_null_deletion(monkeypatch, restore_rng: bool) -> torch.Tens
 
 
 def test_anchor_and_deleted_passes_share_dropout_masks(monkeypatch):
-    relations = _relations_after_null_deletion(monkeypatch, restore_rng=True)
+    relations = _relations_after_null_deletion(monkeypatch, share_masks=True)
     # zero effect everywhere: each update only decays an entry (1 -> 0.9 -> 0.81), 0 stays 0
     assert torch.all(_only_decayed(relations))
     assert torch.isclose(relations, torch.tensor(0.9)).any() or torch.isclose(relations, torch.tensor(0.81)).any()
 
 
-def test_without_the_rng_restore_the_masks_differ(monkeypatch):
-    relations = _relations_after_null_deletion(monkeypatch, restore_rng=False)
+def test_with_fresh_masks_the_deleted_pass_differs(monkeypatch):
+    relations = _relations_after_null_deletion(monkeypatch, share_masks=False)
     assert not torch.all(_only_decayed(relations))
 
 
@@ -182,7 +190,11 @@ def test_reusing_the_stage2_loss_is_bitwise_identical_in_float32(monkeypatch):
     torch.manual_seed(0)
     model = build_segmentor("fcn", True, K, tiny_cfg())
     stage2_outputs = []
-    model.head.stage2.register_forward_hook(lambda module, args, out: stage2_outputs.append(out.detach()))
+
+    def keep_stage2(module, args, out):
+        stage2_outputs.extend([out["stage2"].detach(), out[idr_head.DELETION_OUTPUT].deleted_logits])
+
+    model.head.register_forward_hook(keep_stage2)
     before = {n: getattr(model.head, n).clone() for n in BUFFERS}
     images, target = batch(size=40)
     losses = train_step(model, images, target)
@@ -233,3 +245,64 @@ def test_relation_controls_keep_the_parameters_and_change_the_prediction(mode):
         assert present.sum(1).min() > 1
         outputs = [head.id_context(feats_plus, reps, present, stage1) for head in (learned.head, control.head)]
     assert not torch.allclose(*outputs)
+
+
+def _forward_as_before(head, pyramid, target):
+    """The IDR head's training forward as it was before stage 2 was shared: the deleted pass calls
+    the stage-2 decoder a second time on [F, Z', extra], after restoring the generator state the
+    anchor's call started from (so that both draw the same dropout masks)."""
+    feats = head.bottleneck(pyramid[-1])
+    coarse = head.wiring.coarse_context(feats, pyramid)
+    if head.wiring.refine_at == "before":
+        coarse = head.wiring.refine(coarse)
+    stage1 = head.stage1(feats if coarse is None or head.stage1_reads_feats else coarse)
+    if stage1.shape[2:] != feats.shape[2:]:
+        stage1 = F.interpolate(stage1, size=feats.shape[2:], mode="bilinear", align_corners=False)
+    if head.wiring.refine_at == "after":
+        coarse = head.wiring.refine(coarse)
+    feats_plus, reps, present = head.enhance(feats, stage1)
+    id_context = head.id_context(feats_plus, reps, present, stage1)
+    extra = head.wiring.stage2_context(coarse, pyramid)
+    rng_before_stage2 = torch.get_rng_state()
+    stage2 = head.stage2(idr_head.stage2_input(feats, id_context, extra))
+    with torch.no_grad():
+        deleted = idr_head.pick_deleted_classes(present, head.pick_counts)
+        present_d, reps_d = idr.exclude_classes(present, reps, deleted)
+        id_context_d = head.id_context(feats_plus, reps_d, present_d, stage1)
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(rng_before_stage2)
+            stage2_deleted = head.stage2(idr_head.stage2_input(feats, id_context_d, extra))
+        head.update_dataset_reps(feats, target)
+    pending = idr_head.PendingDeletion(stage2_deleted, deleted)
+    return {"stage1": stage1, "stage2": stage2, idr_head.DELETION_OUTPUT: pending}
+
+
+@pytest.mark.parametrize("framework", ["fcn", "upernet"])
+def test_shared_stage2_matches_the_two_pass_reference_in_float32(monkeypatch, framework):
+    """The deleted pass from the anchor's first convolution and dropout masks == a second full
+    stage-2 call (UPerNet: stage 2 at 1/4, Z resized), to 1e-6; everything else bit for bit."""
+    torch.manual_seed(0)
+    model = build_segmentor(framework, True, K, tiny_cfg(dropout=0.5))
+    reference = copy.deepcopy(model)
+    monkeypatch.setattr(reference.head, "forward", lambda pyramid, target=None: _forward_as_before(
+        reference.head, pyramid, target))
+    images, target = batch(size=48)
+    outputs = {}
+    for name, m in (("shared", model), ("reference", reference)):
+        seen = []
+        m.head.register_forward_hook(lambda module, args, out, seen=seen: seen.append(out))
+        torch.manual_seed(1)
+        losses = train_step(m, images, target)
+        outputs[name] = (losses, seen[0], torch.rand(1))  # the generator state afterwards, too
+    (losses, out, after), (losses_ref, out_ref, after_ref) = outputs["shared"], outputs["reference"]
+    assert torch.equal(after, after_ref)
+    assert torch.equal(out["stage2"], out_ref["stage2"])
+    pending, pending_ref = out[idr_head.DELETION_OUTPUT], out_ref[idr_head.DELETION_OUTPUT]
+    assert torch.equal(pending.deleted, pending_ref.deleted)
+    assert (pending.deleted_logits - pending_ref.deleted_logits).abs().max() <= 1e-6
+    for key in losses:
+        assert torch.equal(losses[key], losses_ref[key]), key
+    for (name, p), p_ref in zip(model.named_parameters(), reference.parameters()):
+        assert torch.equal(p.grad, p_ref.grad), name
+    for (name, buf), buf_ref in zip(model.named_buffers(), reference.buffers()):
+        assert torch.allclose(buf, buf_ref, rtol=0, atol=1e-6), name

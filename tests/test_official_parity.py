@@ -36,6 +36,7 @@ from harness.convert import (
 )
 from harness.official import R50, SWIN_L, official_segmentor_cfg, released_pairs
 from models import backbones
+from models.plugins.idr_head import DELETION_OUTPUT
 
 K = 5
 SIZE = 64  # eval input
@@ -107,6 +108,19 @@ def _capture(module: nn.Module, store: list) -> None:
     module.register_forward_hook(lambda m, i, out: store.append(out.detach().clone()))
 
 
+def _capture_stage2(head: nn.Module, store: list) -> None:
+    """Our anchor's then our deleted pass's stage-2 logits, in the order of the official decoder's
+    two calls (our deleted pass reuses the anchor's first convolution, so both are read from the
+    head's output, not from calls of the stage-2 module)."""
+
+    def hook(module, args, out):
+        store.append(out["stage2"].detach().clone())
+        if DELETION_OUTPUT in out:
+            store.append(out[DELETION_OUTPUT].deleted_logits.detach().clone())
+
+    head.register_forward_hook(hook)
+
+
 def _targets(size: int, seed: int = 1) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     target = torch.randint(0, K, (2, size, size), generator=gen)
@@ -149,7 +163,8 @@ def _check_train_step(official: nn.Module, ours: nn.Module, idr: bool, monkeypat
         for name in ("stage1", "stage2"):
             theirs_out[name], mine_out[name] = [], []
             _capture(getattr(official, f"decoder_{name}"), theirs_out[name])
-            _capture(getattr(ours.head, name), mine_out[name])
+        _capture(ours.head.stage1, mine_out["stage1"])
+        _capture_stage2(ours.head, mine_out["stage2"])
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     target = _targets(size)
     result = official(SSSegInputStructure(mode="TRAIN", images=x, seg_targets=target))

@@ -222,33 +222,88 @@ class IDRHead(IDRCore, nn.Module):
         feats_plus, reps, present = self.enhance(feats, stage1)
         id_context = self.id_context(feats_plus, reps, present, stage1)
         extra = self.wiring.stage2_context(coarse, pyramid)
-        rng_before_stage2 = _rng_state(feats.device)
-        stage2 = self.stage2(stage2_input(feats, id_context, extra))
-        outputs = {"stage1": stage1, "stage2": stage2}
+        anchor = stage2_anchor(self.stage2, feats, id_context, extra)
+        outputs = {"stage1": stage1, "stage2": anchor.logits}
         if self.training and target is not None:
             with torch.no_grad():
-                pending = self.update_relations_by_deletion(
-                    feats, feats_plus, reps, present, stage1, extra, rng_before_stage2
-                )
+                pending = self.update_relations_by_deletion(feats_plus, reps, present, stage1, anchor)
                 self.update_dataset_reps(feats, target)
             if pending is not None:
                 outputs[DELETION_OUTPUT] = pending
         return outputs
 
-    def update_relations_by_deletion(
-        self, feats, feats_plus, reps, present, stage1, extra, rng_before_stage2
-    ) -> PendingDeletion:
-        """Step 8: delete one class per image and re-run steps 4-7; the caller records the effect."""
+    def update_relations_by_deletion(self, feats_plus, reps, present, stage1, anchor: Stage2Anchor) -> PendingDeletion:
+        """Step 8: delete one class per image and re-run steps 4-7; the caller records the effect.
+
+        Everything before step 4 is the anchor's (F, F+, the grouping); stage 2 reuses the
+        anchor's first convolution and dropout masks (:func:`deleted_stage2`).
+        """
         deleted = pick_deleted_classes(present, self.pick_counts)
         present_d, reps_d = exclude_classes(present, reps, deleted)
         id_context = self.id_context(feats_plus, reps_d, present_d, stage1)
-        stage2_in = stage2_input(feats, id_context, extra)
-        # The official code reseeds CUDA before both stage-2 passes so their dropout masks agree;
-        # restoring the saved generator states does the same on CPU and GPU alike.
-        with torch.random.fork_rng(devices=[feats.device] if feats.device.type == "cuda" else []):
-            _set_rng_state(rng_before_stage2, feats.device)
-            stage2_deleted = self.stage2(stage2_in)
-        return PendingDeletion(stage2_deleted, deleted)
+        return PendingDeletion(deleted_stage2(self.stage2, anchor, id_context), deleted)
+
+
+@dataclass
+class Stage2Anchor:
+    """The anchor's stage-2 pass, kept for the deleted pass: its input [F, Z, extra] (Z at channels
+    `context`), the output of its first (linear) convolution, its Dropout2d mask (None when
+    dropout is off) and its logits."""
+
+    input: torch.Tensor
+    context: slice
+    pre_activation: torch.Tensor
+    dropout_mask: torch.Tensor | None
+    logits: torch.Tensor
+
+
+def feature_dropout_mask(dropout: nn.Dropout2d, hidden: torch.Tensor) -> torch.Tensor | None:
+    """The [B,C,1,1] mask (0 or 1/(1-p)) `dropout` would multiply `hidden` by; None when it is a no-op.
+
+    Drawn as `F.dropout2d` draws it (bernoulli_ then div_ on a new [B,C,1,1] tensor), so the
+    generator advances and the result is the same, bit for bit.
+    """
+    p = dropout.p
+    if not dropout.training or p == 0.0:
+        return None
+    if p == 1.0:
+        return hidden.new_zeros(hidden.shape[0], hidden.shape[1], 1, 1)
+    return hidden.new_empty(hidden.shape[0], hidden.shape[1], 1, 1).bernoulli_(1.0 - p).div_(1.0 - p)
+
+
+def _masked(hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return hidden if mask is None else hidden * mask
+
+
+def stage2_anchor(
+    decoder: PixelClassifier, feats: torch.Tensor, id_context: torch.Tensor, extra: torch.Tensor | None
+) -> Stage2Anchor:
+    """`decoder(stage2_input(...))` (conv-BN-ReLU, Dropout2d, conv), keeping what the deleted pass reuses."""
+    stage2_in = stage2_input(feats, id_context, extra)
+    conv, norm, relu = decoder[0]
+    pre_activation = conv(stage2_in)
+    hidden = relu(norm(pre_activation))
+    mask = feature_dropout_mask(decoder[1], hidden)
+    context = slice(feats.shape[1], feats.shape[1] + id_context.shape[1])
+    return Stage2Anchor(stage2_in, context, pre_activation, mask, decoder[2](_masked(hidden, mask)))
+
+
+def deleted_stage2(decoder: PixelClassifier, anchor: Stage2Anchor, id_context: torch.Tensor) -> torch.Tensor:
+    """Stage 2 on [F, Z', extra], where only Z' (the deleted pass's IDR context) differs from the anchor.
+
+    The first convolution is linear (no bias), so its output is the anchor's plus W_Z (Z' - Z)
+    with W_Z its input-channel slice of Z: the F and extra parts are not convolved again. Its
+    BatchNorm sees the deleted batch (batch statistics and a running-statistics update, as a
+    second call of the decoder would), and the anchor's Dropout2d mask is reused (the official
+    code reseeds the generator so that its two passes draw the same mask).
+    """
+    conv, norm, relu = decoder[0]
+    anchor_context = anchor.input[:, anchor.context]
+    if id_context.shape[2:] != anchor_context.shape[2:]:
+        id_context = F.interpolate(id_context, size=anchor_context.shape[2:], mode="bilinear", align_corners=False)
+    delta = F.conv2d(id_context - anchor_context, conv.weight[:, anchor.context])
+    hidden = relu(norm(anchor.pre_activation + delta))
+    return decoder[2](_masked(hidden, anchor.dropout_mask))
 
 
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
