@@ -33,7 +33,12 @@ def test_ray_job_submit_runs_an_experiment(ray_session, tmp_path):
         "--runtime-env-json", json.dumps({"excludes": JOB_EXCLUDES}),
         "--", "python", "-m", "harness.run", str(path), "--results", str(results),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_AUTH_MODE": "token"})
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    for _ in range(12):  # the job agent of a just-started head can lag behind the dashboard
+        done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+        if "No available agent to submit job" not in done.stderr:
+            break
+        time.sleep(5)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "succeeded" in done.stdout + done.stderr
     record = json.loads((results / "job" / "cells" / "fcn+idr_context_scenes_resnet18_s0" / "record.json").read_text())

@@ -485,6 +485,6 @@ def test_cell_reevaluation_errors_exit_2_and_write_nothing(finished_cell, tmp_pa
     (broken / "record.json").write_text((directory / "record.json").read_text())
     (broken / "model.pt").write_bytes(b"not a checkpoint")
     assert main(["--cell", str(broken), "--flip"]) == 2
-    assert "model.pt: cannot load the model" in capsys.readouterr().err
+    assert "model.pt: damaged (its sha256 differs from the record's model_sha256)" in capsys.readouterr().err
     assert sorted(p.name for p in directory.parent.iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken"]
