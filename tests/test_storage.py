@@ -118,7 +118,10 @@ def test_staged_writes_go_back_and_an_endpoint_outage_is_waited_out(s3_server, b
     started = time.monotonic()
     write_bytes(location / "cells/a/train.log", b"written while the endpoint was away")
     restart.join()
-    assert time.monotonic() - started >= 3.5
+    waited = time.monotonic() - started
+    assert waited >= 3.5
+    print(f"recovery figures: S3 endpoint away 4 s during a write [s3]: the write went through {waited:.1f}s after "
+          "the endpoint went away, nothing lost")
     assert sorted(list_files(location)) == ["cells/a/record.json", "cells/a/train.log", "table.md"]
 
 
