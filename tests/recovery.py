@@ -3,6 +3,7 @@ time to recover, iterations repeated; and whether two per-class IoUs are equal."
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 
@@ -39,9 +40,35 @@ def same_iou(first: dict[str, float], second: dict[str, float]) -> bool:
 
 
 def report(test: str, storage: str, figures: dict, equal: bool) -> str:
-    """One line for the test's output (`pytest -s`): the figures the issue asks for."""
+    """One line for the test's output (`pytest -s`; also appended to the file named by
+    $IDRBENCH_RECOVERY_FIGURES, where set): the figures the issue asks for."""
     line = (f"recovery figures: {test} [{storage}]: time to recover {figures['time_to_recover_s']:.0f}s, "
             f"iterations repeated {figures['iterations_repeated']} (resumed from {figures['resumed_from']}), "
             f"per-class IoU equal to the uninterrupted run: {equal}")
     print(line, flush=True)
+    figures_file = os.environ.get("IDRBENCH_RECOVERY_FIGURES")
+    if figures_file:
+        with open(figures_file, "a") as out:
+            out.write(line + "\n")
     return line
+
+
+def checkpoint_stored(cell_storage, iteration: int) -> bool:
+    """Whether the checkpoint at `iteration` is complete in storage (a path or an object-store
+    location): every rank's manifest there, and every file it lists at its full size. Ray Train
+    copies a checkpoint's files in no set order, so a manifest alone does not say so."""
+    import json
+
+    from harness.storage import list_files, read_text
+    from harness.train import checkpoint_name, manifest_name
+
+    folder = cell_storage / checkpoint_name(iteration)
+    present = list_files(folder)
+    if manifest_name(0) not in present:
+        return False
+    try:
+        world_size = int(json.loads(read_text(folder / manifest_name(0)))["world_size"])
+        manifests = [json.loads(read_text(folder / manifest_name(rank))) for rank in range(world_size)]
+    except (OSError, ValueError, KeyError):
+        return False
+    return all(present.get(name) == size for manifest in manifests for name, size in manifest["files"].items())

@@ -38,14 +38,13 @@ def _run_driver(path: Path, results: str, address: str) -> subprocess.Popen:
 
 
 def _wait_for_checkpoint(root, iteration: int, driver: subprocess.Popen, seconds: float) -> None:
-    """Until the cell's checkpoint at `iteration` is in storage (its manifest, written last)."""
-    from harness.storage import list_files
+    """Until the cell's checkpoint at `iteration` is complete in storage."""
+    from tests.recovery import checkpoint_stored
 
-    manifest = f"{CELL}/iter_{iteration:08d}/files_rank0.json"
     deadline = time.monotonic() + seconds
-    while manifest not in list_files(root / "_ray"):
-        assert driver.poll() is None, f"the run ended before {manifest}"
-        assert time.monotonic() < deadline, f"timed out waiting for {manifest}"
+    while not checkpoint_stored(root / "_ray" / CELL, iteration):
+        assert driver.poll() is None, f"the run ended before its checkpoint at iteration {iteration}"
+        assert time.monotonic() < deadline, f"timed out waiting for the checkpoint at iteration {iteration}"
         time.sleep(0.3)
 
 

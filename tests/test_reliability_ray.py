@@ -108,7 +108,7 @@ def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, req
     loopback S3 server); `--resume` retrains nothing finished, resumes the cell from its newest checkpoint
     and ends with the uninterrupted run's per-class IoU."""
     from harness.storage import is_file, list_files, parse_location, read_text
-    from tests.recovery import recovery_figures, report, same_iou
+    from tests.recovery import checkpoint_stored, recovery_figures, report, same_iou
 
     path, uninterrupted = driverloss_experiment
     if storage == "s3":
@@ -123,9 +123,8 @@ def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, req
     baseline, interrupted = cells / "fcn_context_scenes_resnet18_s0", cells / CELL
     command = [sys.executable, "-m", "harness.run", str(path), "--results", results, "--address", ray_session.address]
     driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = f"{CELL}/iter_00000010/files_rank0.json"  # its manifest: written last
     try:
-        _wait_for(lambda: checkpoint in list_files(root / "_ray"), 240, "a checkpoint")
+        _wait_for(lambda: checkpoint_stored(root / "_ray" / CELL, 10), 240, "the checkpoint at iteration 10")
     finally:
         driver.kill()  # SIGKILL: no cleanup of any kind
         driver.wait()
