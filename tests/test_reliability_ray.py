@@ -62,10 +62,29 @@ def test_bad_file_mid_split_is_refused_before_ray_starts(write_experiment, tmp_p
     assert not results.exists()
 
 
-def _train_worker_pids() -> list[int]:
-    from tests.test_cluster import _train_worker_pids as pids
+def _train_worker_pids(address: str) -> list[int]:
+    """Pids of the Ray Train workers of the cluster at `address` (its raylets' children), never those
+    of another Ray on the machine."""
+    import ray  # noqa: F401  (puts the psutil Ray bundles on the path)
+    import psutil
 
-    return pids()
+    gcs = re.compile(rf"--gcs-address=\S+:{address.rsplit(':', 1)[1]}(\s|$)")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "raylet" not in cmdline or not gcs.search(cmdline):
+            continue
+        try:
+            children = proc.children(recursive=True)
+        except psutil.Error:
+            continue
+        for child in children:
+            try:
+                if "RayTrainWorker" in " ".join(child.cmdline()):
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+    return found
 
 
 def _wait_for(predicate, seconds: float, what: str) -> None:
@@ -131,7 +150,7 @@ def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, req
         killed_at = time.time()
     assert is_file(baseline / "record.json") and not is_file(interrupted / "record.json")
     first = read_text(baseline / "record.json")
-    _wait_for(lambda: not _train_worker_pids(), 120, "the dead driver's workers to go")
+    _wait_for(lambda: not _train_worker_pids(ray_session.address), 120, "the dead driver's workers to go")
     if root.is_local:
         (interrupted.local_path() / ".record.json.partial-99999-deadbeef").write_text('{"half')  # a record cut short
 
