@@ -12,6 +12,10 @@
   list of released checkpoints, fails (exit 2) naming every file that is not on disk and where it
   comes from (nothing is downloaded), converts each with ``harness.convert``, evaluates it under
   each listed protocol and writes ``results/<name>/tables/released.md``.
+
+Both take ``--results`` as a path or an object-store URI (``s3://bucket/prefix?...``, see
+docs/cluster.md): records and converted checkpoints go through `harness.storage`, and the tables
+are written in a staged copy of the experiment's records and uploaded.
 """
 from __future__ import annotations
 
@@ -20,7 +24,8 @@ import fnmatch
 import pickle
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +34,7 @@ import torch
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from harness.fileio import sha256_of_file, write_text_atomic
+from harness.fileio import sha256_of_file, temporary_directory, write_text_atomic
 from harness.config import (
     Cell,
     ConfigError,
@@ -40,6 +45,7 @@ from harness.config import (
     format_validation_error,
     load_experiment,
 )
+from harness.storage import Location, StorageError, check_reachable, parse_location, safe_error, staged, upload_file, write_text
 
 REPO = Path(__file__).resolve().parent.parent
 LIST_KIND = "released_models"  # `kind:` of a released-models file (not an experiment)
@@ -137,14 +143,15 @@ def build_released_model(cell: Cell, state: dict[str, torch.Tensor], path: Path,
     return model
 
 
-def provenance(checkpoint: Path, source: Path | None, url: str | None) -> dict[str, Any]:
+def provenance(checkpoint: Path, source: Path | None, url: str | None, stored_as: str | None = None) -> dict[str, Any]:
+    """Where the weights come from; `stored_as` names the checkpoint where it is kept (default: its path)."""
     from harness.records import RELEASED
 
     source = Path(source) if source is not None else checkpoint
     if not source.is_file():
         raise ReleasedError(f"{source}: no such source file (--source names the official checkpoint)")
     return {"kind": RELEASED, "trained": False, "source_file": source.name, "source_sha256": sha256_of_file(source),
-            "url": url, "checkpoint_file": str(checkpoint), "checkpoint_sha256": sha256_of_file(checkpoint)}
+            "url": url, "checkpoint_file": stored_as or str(checkpoint), "checkpoint_sha256": sha256_of_file(checkpoint)}
 
 
 def released_record(cell: Cell, metrics: dict, params: int, eval_time: float, device: torch.device,
@@ -159,31 +166,36 @@ def released_record(cell: Cell, metrics: dict, params: int, eval_time: float, de
     return {**record, "cell_id": released_id(cell), "model_file": origin["checkpoint_file"], "provenance": origin}
 
 
-def evaluate_checkpoint(checkpoint: str | Path, cell: Cell, device: torch.device, results_root: str | Path, *,
+def evaluate_checkpoint(checkpoint: str | Path, cell: Cell, device: torch.device, results_root: str | Path | Location, *,
                         source: Path | None = None, url: str | None = None, loader_workers: int = 0,
-                        on_batch: Callable[[int, int], None] | None = None) -> tuple[Path, dict]:
-    """Evaluate a model.pt (our format) as `cell` and write its released-model record; (path, record).
+                        on_batch: Callable[[int, int], None] | None = None,
+                        stored_as: str | None = None) -> tuple[Location, dict]:
+    """Evaluate a local model.pt (our format) as `cell` and write its released-model record under
+    `results_root` (a path or an object-store URI); (record's location, record).
 
-    Raises ReleasedError (or DataError) before anything is written."""
+    Raises ReleasedError (or DataError, StorageError) before anything is written."""
+    import json
+
     from harness.data import build_dataset
     from harness.evaluate import evaluate, protocol_kwargs
-    from harness.records import RECORD_NAME, write_json_atomic
+    from harness.records import RECORD_NAME
 
     checkpoint = Path(checkpoint)
+    root = parse_location(results_root)
     if not checkpoint.is_file():
         raise ReleasedError(f"{checkpoint}: no such checkpoint file")
     state = load_state(checkpoint)
     dataset = build_dataset(cell.dataset, cell.data_root, cell.eval.split, cell.data_options, train=False)
     model = build_released_model(cell, state, checkpoint, dataset.card.num_classes, dataset.card.ignore_index)
-    origin = provenance(checkpoint, source, url)
+    origin = provenance(checkpoint, source, url, stored_as)
     model.to(device)
     start = time.perf_counter()
     metrics = evaluate(model, dataset, device, cell.eval.batch_size, loader_workers=loader_workers, on_batch=on_batch,
                        **protocol_kwargs(cell.eval))
     params = sum(p.numel() for p in model.parameters())
     record = released_record(cell, metrics, params, time.perf_counter() - start, device, origin)
-    out = Path(results_root) / cell.experiment / "cells" / record["cell_id"] / RECORD_NAME
-    write_json_atomic(out, record)
+    out = root / cell.experiment / "cells" / record["cell_id"] / RECORD_NAME
+    write_text(out, json.dumps(record, indent=2, sort_keys=False, allow_nan=True))
     return out, record
 
 
@@ -240,16 +252,16 @@ def load_released(path: str | Path) -> ReleasedList:
 
 @dataclass
 class Job:
-    """One released checkpoint: where it is, where its conversion goes, the cells it is scored as."""
+    """One released checkpoint: where it is, where its conversion goes (below the experiment's
+    results, e.g. `converted/<stem>.pt`), the cells it is scored as."""
 
     entry: ReleasedModel
     source: Path
-    converted: Path
+    converted: str
     cells: list[Cell]
 
 
-def plan_jobs(listing: ReleasedList, list_path: Path, results_root: Path, patterns: list[str],
-              data_root: str | None = None) -> list[Job]:
+def plan_jobs(listing: ReleasedList, list_path: Path, patterns: list[str], data_root: str | None = None) -> list[Job]:
     """The selected entries (--only: shell patterns on the file name) with their cells."""
     entries = [e for e in listing.models if not patterns or any(fnmatch.fnmatchcase(e.file, p) for p in patterns)]
     if not entries:
@@ -260,7 +272,7 @@ def plan_jobs(listing: ReleasedList, list_path: Path, results_root: Path, patter
         options = listing.data.options.get(entry.dataset, {})
         base = setting_cell(entry.framework, entry.idr, entry.dataset, entry.backbone, listing.name, root, options)
         source = Path(entry.path) if entry.path else Path(listing.weights_dir) / entry.file
-        converted = results_root / listing.name / "converted" / f"{Path(entry.file).stem}.pt"
+        converted = f"converted/{Path(entry.file).stem}.pt"
         jobs.append(Job(entry, source, converted, [with_protocol(base, p) for p in entry.protocols]))
     return jobs
 
@@ -288,15 +300,15 @@ def check_data(jobs: list[Job]) -> None:
         raise DataError("\n".join(problems))
 
 
-def convert_job(job: Job) -> None:
-    """Official checkpoint -> our model.pt with harness.convert; one line per problem otherwise."""
+def convert_job(job: Job, target: Path) -> None:
+    """Official checkpoint -> our model.pt at `target` with harness.convert; one line per problem otherwise."""
     from harness.convert import ConversionError, convert_file
 
     entry = job.entry
-    folder = job.converted.parent
+    folder = target.parent
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{job.converted.name}.partial"
+    partial = folder / f".{target.name}.partial"
     try:
         convert_file(job.source, partial, framework=entry.framework, idr=entry.idr, dataset=entry.dataset,
                      backbone=CONVERT_BACKBONES[backbone_family(entry.backbone)])
@@ -305,16 +317,32 @@ def convert_job(job: Job) -> None:
         if created and not any(folder.iterdir()):
             folder.rmdir()
         raise ReleasedError("\n".join(f"{job.source}: {problem}" for problem in err.problems)) from None
-    partial.replace(job.converted)
+    partial.replace(target)
 
 
-def print_plan(jobs: list[Job]) -> None:
+@contextmanager
+def converted_checkpoint(job: Job, experiment_dir: Location) -> Iterator[Path]:
+    """The job's converted model.pt as a local file: in place under a local results folder; for an
+    object store, in a temporary folder and uploaded to `<experiment_dir>/<job.converted>`."""
+    if experiment_dir.is_local:
+        target = experiment_dir.local_path() / job.converted
+        convert_job(job, target)
+        yield target
+        return
+    with temporary_directory("idrbench-released-") as folder:
+        target = folder / Path(job.converted).name
+        convert_job(job, target)
+        upload_file(target, experiment_dir / job.converted)
+        yield target
+
+
+def print_plan(jobs: list[Job], experiment_dir: Location) -> None:
     print(f"{len(jobs)} released model(s), {sum(len(j.cells) for j in jobs)} evaluation(s); "
-          f"table: {jobs[0].converted.parent.parent / 'tables' / (TABLE_NAME + '.md')}")
+          f"table: {(experiment_dir / 'tables' / (TABLE_NAME + '.md')).display}")
     for job in jobs:
         state = "present" if job.source.is_file() else f"MISSING (from {job.entry.url})"
         print(f"{job.entry.file}: {state}")
-        print(f"  {job.source} -> {job.converted}")
+        print(f"  {job.source} -> {(experiment_dir / job.converted).display}")
         for cell in job.cells:
             print(f"  evaluate as {released_id(cell)} on {cell.dataset} {cell.eval.split}")
 
@@ -369,49 +397,63 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dry-run", action="store_true", help="print the plan (files, conversions, evaluations)")
     parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
                         help="only the checkpoints whose file name matches this shell pattern; repeatable")
-    parser.add_argument("--results", default="results", help="results root (default: results)")
+    parser.add_argument("--results", default="results",
+                        help="results root, a path or an s3:// URI (default: results; see docs/cluster.md)")
     parser.add_argument("--root", default=None, help="data root (default: data.root of the file)")
     parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--workers", type=int, default=0, help="data loader workers")
     return parser
 
 
-def run_jobs(jobs: list[Job], results_root: Path, device: torch.device, workers: int) -> None:
+def run_jobs(jobs: list[Job], results_root: Location, experiment: str, device: torch.device, workers: int) -> None:
+    experiment_dir = results_root / experiment
     for job in jobs:
-        convert_job(job)
-        for cell in job.cells:
-            out, record = evaluate_checkpoint(job.converted, cell, device, results_root, source=job.source,
-                                              url=job.entry.url, loader_workers=workers)
-            print(f"{record['cell_id']}: mIoU {record['metrics']['mIoU']:.2f} ({record['eval_time_s']:.1f}s); {out}")
+        with converted_checkpoint(job, experiment_dir) as checkpoint:
+            for cell in job.cells:
+                out, record = evaluate_checkpoint(checkpoint, cell, device, results_root, source=job.source,
+                                                  url=job.entry.url, loader_workers=workers,
+                                                  stored_as=(experiment_dir / job.converted).display)
+                print(f"{record['cell_id']}: mIoU {record['metrics']['mIoU']:.2f} ({record['eval_time_s']:.1f}s); "
+                      f"{out.display}")
+
+
+def write_all_tables(experiment_dir: Location) -> str:
+    """harness.tables' tables and tables/released.md, where the records are (staged for an object store)."""
+    from harness.tables import write_tables
+
+    with staged(experiment_dir, lambda name: name.endswith("/record.json")) as folder:
+        write_tables(folder)  # the usual tables too, released rows marked "(released)"
+        return write_released_table(folder)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """0 done; 2 bad input (file, missing checkpoints, data, conversion), one line per problem."""
+    """0 done; 2 bad input (file, missing checkpoints, data, conversion, results location), one line per problem."""
     from harness.cli import parse_or_exit
     from harness.data import DataError
 
     args = parse_or_exit(build_parser(), argv)
-    results_root = Path(args.results)
     try:
+        results_root = parse_location(args.results)
         listing = load_released(args.listing)
-        jobs = plan_jobs(listing, Path(args.listing), results_root, args.only, args.root)
+        jobs = plan_jobs(listing, Path(args.listing), args.only, args.root)
         if args.dry_run:
-            print_plan(jobs)
+            print_plan(jobs, results_root / listing.name)
             return 0
         missing = missing_files(jobs)
         if missing:
             raise ReleasedError("\n".join(missing))
         check_data(jobs)
+        check_reachable(results_root)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        run_jobs(jobs, results_root, device, args.workers)
-    except (ReleasedError, DataError) as err:
+        run_jobs(jobs, results_root, listing.name, device, args.workers)
+        print(write_all_tables(results_root / listing.name))
+    except (ReleasedError, DataError, StorageError) as err:
         for line in str(err).splitlines():
             print(f"error: {line}", file=sys.stderr)
         return 2
-    from harness.tables import write_tables
-
-    write_tables(results_root / listing.name)  # the usual tables too, released rows marked "(released)"
-    print(write_released_table(results_root / listing.name))
+    except OSError as err:  # the object store went away for longer than the storage layer waits
+        print(f"error: {safe_error(err)}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -31,23 +32,32 @@ def test_a_node_that_does_not_mount_the_results_folder_is_named(tmp_path):
     assert list(results.iterdir()) == []  # probes removed
 
 
-def _run_driver(path: Path, results: Path, address: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "harness.run", str(path), "--results", str(results), "--address", address]
+def _run_driver(path: Path, results: str, address: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "harness.run", str(path), "--results", results, "--address", address]
     return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _wait_for_line(log: Path, text: str, driver: subprocess.Popen, seconds: float) -> None:
+def _wait_for_checkpoint(root, iteration: int, driver: subprocess.Popen, seconds: float) -> None:
+    """Until the cell's checkpoint at `iteration` is complete in storage."""
+    from tests.recovery import checkpoint_stored
+
     deadline = time.monotonic() + seconds
-    while not (log.is_file() and text in log.read_text()):
-        assert driver.poll() is None, f"the run ended before {text!r}"
-        assert time.monotonic() < deadline, f"timed out waiting for {text!r}"
-        time.sleep(0.2)
+    while not checkpoint_stored(root / "_ray" / CELL, iteration):
+        assert driver.poll() is None, f"the run ended before its checkpoint at iteration {iteration}"
+        assert time.monotonic() < deadline, f"timed out waiting for the checkpoint at iteration {iteration}"
+        time.sleep(0.3)
 
 
 @pytest.mark.slow
 @pytest.mark.ray
-def test_cell_spread_over_two_nodes_survives_losing_one(write_experiment, tmp_path):
+def test_cell_spread_over_two_nodes_survives_losing_one(write_experiment, tmp_path, s3_server):
+    """A cell spread over two nodes; once it has a checkpoint at iteration 8 the second node's raylet and
+    workers die at once and a replacement joins. With results on a local disk, then on the loopback S3
+    server, it ends with the per-class IoU of the uninterrupted run (one reference run, local)."""
     from ray.cluster_utils import Cluster
+
+    from harness.storage import list_files, parse_location, read_text
+    from tests.recovery import recovery_figures, report, same_iou
 
     exp = tiny_experiment(
         "twonodes",
@@ -56,36 +66,48 @@ def test_cell_spread_over_two_nodes_survives_losing_one(write_experiment, tmp_pa
         scaling={"num_workers": 2, "cpus_per_worker": 1, "placement": "spread"},
     )
     path = write_experiment(exp)
+    bucket = f"twonodes-{uuid.uuid4().hex[:8]}"
+    s3_server.make_bucket(bucket)
+    faulty = {"local": str(tmp_path / "results"), "s3": s3_server.uri(bucket, "results")}
     quick_health_checks = {"health_check_period_ms": 1000, "health_check_failure_threshold": 3}  # notice the loss in ~3 s
     head = {"num_cpus": 2, "include_dashboard": False, "_system_config": quick_health_checks}
     cluster = Cluster(initialize_head=True, head_node_args=head)
+    runs = {}
     try:
         second = cluster.add_node(num_cpus=2)
         cluster.wait_for_nodes()
-        reference = _run_driver(path, tmp_path / "reference", cluster.address)
+        reference = _run_driver(path, str(tmp_path / "reference"), cluster.address)
         assert reference.wait(timeout=240) == 0, _tails(reference, tmp_path / "reference")
-
-        results = tmp_path / "results"
-        log = results / "twonodes" / "cells" / CELL / "train.log"
-        driver = _run_driver(path, results, cluster.address)
-        _wait_for_line(log, "checkpoint at iteration 8", driver, 180)
-        cluster.remove_node(second, allow_graceful=False)  # the raylet and its workers die at once
-        cluster.add_node(num_cpus=2)  # a replacement joins
-        assert driver.wait(timeout=240) == 0, _tails(driver, results)
+        for storage, results in faulty.items():
+            root = parse_location(results) / "twonodes"
+            driver = _run_driver(path, results, cluster.address)
+            _wait_for_checkpoint(root, 8, driver, 180)
+            lost = second
+            cluster.remove_node(lost, allow_graceful=False)  # the raylet and its workers die at once
+            lost_at = time.time()
+            second = cluster.add_node(num_cpus=2)  # a replacement joins
+            assert driver.wait(timeout=240) == 0, _tails(driver, tmp_path / "results")
+            runs[storage] = (root, lost, lost_at)
     finally:
         cluster.shutdown()
 
-    first_nodes = _worker_nodes(tmp_path / "reference" / "twonodes" / "cells" / CELL / "train.log")
-    assert first_nodes[0][0] != first_nodes[0][1], "the two workers shared a node"
-    assert second.node_id in first_nodes[0]
-    text = log.read_text()
-    assert re.search(r"resumed from \S+ at iteration [48]\n", text), text
-    assert len(_worker_nodes(log)) >= 2  # started again after the node loss
-    finished = json.loads((log.parent / "record.json").read_text())
-    expected = json.loads((tmp_path / "reference" / "twonodes" / "cells" / CELL / "record.json").read_text())
-    assert finished["per_class_iou"] == expected["per_class_iou"]
-    results_files = sorted(p.name for p in log.parent.iterdir() if not p.name.startswith("events.out.tfevents"))
-    assert results_files == ["model.pt", "record.json", "train.log"]  # and TensorBoard event files
+    reference_cell = tmp_path / "reference" / "twonodes" / "cells" / CELL
+    expected = json.loads((reference_cell / "record.json").read_text())
+    assert _worker_nodes((reference_cell / "train.log").read_text())[0][0] != _worker_nodes(
+        (reference_cell / "train.log").read_text())[0][1], "the two workers shared a node"
+    for storage, (root, lost, lost_at) in runs.items():
+        cell = root / "cells" / CELL
+        text = read_text(cell / "train.log")
+        starts = _worker_nodes(text)
+        assert starts[0][0] != starts[0][1] and lost.node_id in starts[0], starts
+        assert re.search(r"resumed from \S+ at iteration [48]\n", text), text
+        assert len(starts) >= 2  # started again after the node loss
+        finished = json.loads(read_text(cell / "record.json"))
+        equal = same_iou(finished["per_class_iou"], expected["per_class_iou"])
+        report("node lost and replaced mid-cell", storage, recovery_figures(text, lost_at), equal)
+        assert equal
+        results_files = sorted(n for n in list_files(cell) if not n.startswith("events.out.tfevents"))
+        assert results_files == ["model.pt", "record.json", "train.log"]  # and TensorBoard event files
 
 
 def _tails(driver: subprocess.Popen, results: Path) -> str:
@@ -93,9 +115,9 @@ def _tails(driver: subprocess.Popen, results: Path) -> str:
     return driver.stdout.read()[-2000:] + "\n--- train.log:\n" + logs
 
 
-def _worker_nodes(log: Path) -> list[tuple[str, str]]:
-    """(rank 0 node, rank 1 node) of each start of the cell's workers, from the driver's log."""
-    found = re.findall(r"worker rank (\d) of 2 on node (\w+)", log.read_text())
+def _worker_nodes(log: str) -> list[tuple[str, str]]:
+    """(rank 0 node, rank 1 node) of each start of the cell's workers, from the driver's log text."""
+    found = re.findall(r"worker rank (\d) of 2 on node (\w+)", log)
     starts: list[dict[str, str]] = []
     for rank, node in found:
         if not starts or rank in starts[-1]:

@@ -190,6 +190,51 @@ def test_released_converts_evaluates_and_tabulates(tmp_path, tiny_setting, monke
     assert "context_scenes" in quick
 
 
+def test_released_with_results_on_s3(tmp_path, tiny_setting, monkeypatch, capsys, s3_server):
+    """--results s3://...: records, the converted checkpoint and both tables land on the loopback S3
+    server, nothing under a local results folder; the records equal those of a local run."""
+    import uuid
+
+    from harness.storage import list_files, parse_location, read_text
+
+    path = _listing(tmp_path, ["idrnet_fcn_tiny.pth"])
+    _save_model(tiny_setting, tmp_path / "weights" / "idrnet_fcn_tiny.pth")
+    _fake_convert(monkeypatch)
+    bucket = f"rel-{uuid.uuid4().hex[:12]}"
+    s3_server.make_bucket(bucket)
+    uri = s3_server.uri(bucket, "results")
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    assert released.main([str(path), "--results", uri, "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert f"s3://{bucket}/results/rel/cells/released_" in out and "Released models" in out
+    assert list(workdir.iterdir()) == []
+    root = parse_location(uri) / "rel"
+    files = set(list_files(root))
+    assert {"converted/idrnet_fcn_tiny.pt", "tables/released.md", "table.md"} <= files
+    records = find_records(root)
+    assert sorted(r["cell_id"].rsplit("@", 1)[1] for r in records) == ["whole_flip", "whole_ss"]
+    assert all(r["model_file"] == f"s3://{bucket}/results/rel/converted/idrnet_fcn_tiny.pt" for r in records)
+    ss = next(r for r in records if r["cell_id"].endswith("whole_ss"))
+    assert f"{ss['metrics']['mIoU']:.2f}" in read_text(root / "tables" / "released.md")
+
+    assert released.main([str(path), "--results", str(tmp_path / "results"), "--device", "cpu"]) == 0
+    local = {r["cell_id"]: r["per_class_iou"] for r in find_records(tmp_path / "results" / "rel")}
+    assert local == {r["cell_id"]: r["per_class_iou"] for r in records}
+
+
+def test_released_to_an_unreachable_store_is_one_line(tmp_path, tiny_setting, monkeypatch, capsys):
+    path = _listing(tmp_path, ["idrnet_fcn_tiny.pth"])
+    _save_model(tiny_setting, tmp_path / "weights" / "idrnet_fcn_tiny.pth")
+    calls = _fake_convert(monkeypatch)
+    uri = "s3://x/p?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
+    assert released.main([str(path), "--results", uri, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "cannot reach the endpoint 127.0.0.1:1" in err[0], err
+    assert calls == []  # refused before converting anything
+
+
 def test_released_reports_each_conversion_problem(tmp_path, tiny_setting, monkeypatch, capsys):
     path = _listing(tmp_path, ["idrnet_fcn_tiny.pth"])
     _save_model(tiny_setting, tmp_path / "weights" / "idrnet_fcn_tiny.pth")

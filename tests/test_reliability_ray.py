@@ -7,8 +7,12 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
+import torch
+import yaml
 
 from harness.run import main
 from tests.conftest import REPO, tiny_experiment
@@ -58,10 +62,29 @@ def test_bad_file_mid_split_is_refused_before_ray_starts(write_experiment, tmp_p
     assert not results.exists()
 
 
-def _train_worker_pids() -> list[int]:
-    from tests.test_cluster import _train_worker_pids as pids
+def _train_worker_pids(address: str) -> list[int]:
+    """Pids of the Ray Train workers of the cluster at `address` (its raylets' children), never those
+    of another Ray on the machine."""
+    import ray  # noqa: F401  (puts the psutil Ray bundles on the path)
+    import psutil
 
-    return pids()
+    gcs = re.compile(rf"--gcs-address=\S+:{address.rsplit(':', 1)[1]}(\s|$)")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "raylet" not in cmdline or not gcs.search(cmdline):
+            continue
+        try:
+            children = proc.children(recursive=True)
+        except psutil.Error:
+            continue
+        for child in children:
+            try:
+                if "RayTrainWorker" in " ".join(child.cmdline()):
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+    return found
 
 
 def _wait_for(predicate, seconds: float, what: str) -> None:
@@ -71,38 +94,82 @@ def _wait_for(predicate, seconds: float, what: str) -> None:
         time.sleep(0.2)
 
 
-def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, write_experiment, tmp_path):
+@pytest.fixture(scope="module")
+def driverloss_experiment(tmp_path_factory) -> tuple[Path, dict]:
+    """The driver-loss grid (a 2-iteration baseline, a 20-iteration +IDR cell checkpointing every 5) and
+    the +IDR cell's per-class IoU trained uninterrupted in a plain process."""
+    from harness.config import load_experiment
+    from harness.run import resolve_cells
+    from harness.train import PrintReporter, run_cell
+
+    folder = tmp_path_factory.mktemp("driverloss")
     exp = tiny_experiment(
         "driverloss",
         train={"iterations": 2, "batch_size": 4, "log_interval": 5},
         overrides=[{"match": {"idr": True}, "set": {"train.iterations": 20, "train.checkpoint_interval": 5}}],
     )
-    path = write_experiment(exp)
-    results = tmp_path / "results"
-    cells = results / "driverloss" / "cells"
-    baseline, interrupted = cells / "fcn_context_scenes_resnet18_s0", cells / CELL
-    command = [sys.executable, "-m", "harness.run", str(path), "--results", str(results), "--address", ray_session.address]
-    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = interrupted / "train.log"
+    exp["data"]["root"] = str(folder / "datasets")
+    path = folder / "driverloss.yaml"
+    path.write_text(yaml.safe_dump(exp, sort_keys=False))
+    cell = next(c for c in resolve_cells(load_experiment(path)) if c.idr)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a Ray worker with one CPU runs it
     try:
-        _wait_for(lambda: log.is_file() and "checkpoint at iteration 10" in log.read_text(), 240, "a checkpoint")
+        return path, run_cell(cell, PrintReporter(quiet=True))["metrics"]["per_class_iou"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("storage", ["local", "s3"])
+def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, request, driverloss_experiment, tmp_path,
+                                                                storage):
+    """The driver SIGKILLed once the +IDR cell has a checkpoint at iteration 10 (on a local disk, or on the
+    loopback S3 server); `--resume` retrains nothing finished, resumes the cell from its newest checkpoint
+    and ends with the uninterrupted run's per-class IoU."""
+    from harness.storage import is_file, list_files, parse_location, read_text
+    from tests.recovery import checkpoint_stored, recovery_figures, report, same_iou
+
+    path, uninterrupted = driverloss_experiment
+    if storage == "s3":
+        server = request.getfixturevalue("s3_server")
+        bucket = f"driverloss-{uuid.uuid4().hex[:8]}"
+        server.make_bucket(bucket)
+        results = server.uri(bucket, "results")
+    else:
+        results = str(tmp_path / "results")
+    root = parse_location(results) / "driverloss"
+    cells = root / "cells"
+    baseline, interrupted = cells / "fcn_context_scenes_resnet18_s0", cells / CELL
+    command = [sys.executable, "-m", "harness.run", str(path), "--results", results, "--address", ray_session.address]
+    driver = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: checkpoint_stored(root / "_ray" / CELL, 10), 240, "the checkpoint at iteration 10")
     finally:
         driver.kill()  # SIGKILL: no cleanup of any kind
         driver.wait()
-    assert (baseline / "record.json").is_file() and not (interrupted / "record.json").exists()
-    first = (baseline / "record.json").read_text()
-    _wait_for(lambda: not _train_worker_pids(), 120, "the dead driver's workers to go")
-    (interrupted / ".record.json.partial-99999-deadbeef").write_text('{"half')  # a record cut short
+        killed_at = time.time()
+    assert is_file(baseline / "record.json") and not is_file(interrupted / "record.json")
+    first = read_text(baseline / "record.json")
+    _wait_for(lambda: not _train_worker_pids(ray_session.address), 120, "the dead driver's workers to go")
+    if root.is_local:
+        (interrupted.local_path() / ".record.json.partial-99999-deadbeef").write_text('{"half')  # a record cut short
 
-    assert main([str(path), "--results", str(results), "--resume"]) == 0
-    assert (baseline / "record.json").read_text() == first  # not retrained
-    assert (baseline / "train.log").read_text().count("start: ") == 1
-    text = log.read_text()
+    assert main([str(path), "--results", results, "--resume"]) == 0
+    assert read_text(baseline / "record.json") == first  # not retrained
+    assert read_text(baseline / "train.log").count("start: ") == 1
+    text = read_text(interrupted / "train.log")
     resumed = [int(m) for m in re.findall(r"resumed from \S+ at iteration (\d+)", text)]
     assert len(resumed) == 1 and 10 <= resumed[0] < 20, text
-    assert json.loads((interrupted / "record.json").read_text())["resumed_from_iteration"] == resumed[0]
-    results_files = sorted(p.name for p in interrupted.iterdir() if not p.name.startswith("events.out.tfevents"))
+    record = json.loads(read_text(interrupted / "record.json"))
+    assert record["resumed_from_iteration"] == resumed[0]
+    equal = same_iou(record["per_class_iou"], uninterrupted)
+    report("driver SIGKILLed, then --resume", storage, recovery_figures(text, killed_at), equal)
+    assert equal
+    results_files = sorted(n for n in list_files(interrupted) if not n.startswith("events.out.tfevents"))
     assert results_files == ["model.pt", "record.json", "train.log"]  # and TensorBoard event files
-    assert [p for p in results.rglob("*") if "partial" in p.name] == []
-    checkpoints = [p for p in (results / "driverloss" / "_ray" / CELL).rglob("iter_*/*") if p.is_file()]
-    assert checkpoints and {oct(stat.S_IMODE(p.stat().st_mode)) for p in [*interrupted.iterdir(), *checkpoints]} == {"0o644"}
+    if root.is_local:
+        local = root.local_path()
+        assert [p for p in local.rglob("*") if "partial" in p.name] == []
+        checkpoints = [p for p in (local / "_ray" / CELL).rglob("iter_*/*") if p.is_file()]
+        modes = {oct(stat.S_IMODE(p.stat().st_mode)) for p in [*interrupted.local_path().iterdir(), *checkpoints]}
+        assert checkpoints and modes == {"0o644"}

@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     released.add_argument("--idr", action="store_true", help="the model has the IDR head")
     released.add_argument("--backbone", default="resnet50c", help="resnet50c (default) or swin_large_patch4_window12_384")
     released.add_argument("--experiment", default="released", help="results/<experiment>/ (default: released)")
-    released.add_argument("--results", default="results", help="results root (default: results)")
+    released.add_argument("--results", default="results", help="results root, a path or an s3:// URI (default: results)")
     released.add_argument("--source", default=None, help="the official file it was converted from (provenance)")
     released.add_argument("--url", default=None, help="where the official file is published (provenance)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
@@ -179,7 +179,7 @@ def _evaluate_checkpoint(args: argparse.Namespace) -> tuple[str, dict, dict]:
     metrics = {**record["metrics"], "per_class_iou": record["per_class_iou"], "per_class_acc": record["per_class_acc"],
                "num_images": record["num_eval_images"]}
     title = (f"released model {record['provenance']['source_file']} as {record['cell_id']}, {record['num_eval_images']} "
-             f"{cell.eval.split} images on {device} in {record['eval_time_s']:.1f}s; record {out}")
+             f"{cell.eval.split} images on {device} in {record['eval_time_s']:.1f}s; record {out.display}")
     return title, metrics, {"cell": record["cell_id"], "provenance": record["provenance"]}
 
 
@@ -207,13 +207,14 @@ def main(argv: list[str] | None = None) -> int:
         return fail("give one of --predictions (score saved PNGs), --cell (re-evaluate a finished cell) or "
                     "--checkpoint (evaluate a released model)")
     from harness.released import ReleasedError
+    from harness.storage import StorageError
 
     run = {"predictions": _score_folder, "cell": _evaluate_cell, "checkpoint": _evaluate_checkpoint}[chosen[0]]
     try:
         title, metrics, about = run(args)
     except KeyError as exc:
         return fail(exc.args[0] if exc.args else str(exc))
-    except (ValueError, DataError, PredictionError, CellError, ReleasedError) as exc:
+    except (ValueError, DataError, PredictionError, CellError, ReleasedError, StorageError) as exc:
         return fail(str(exc))
     print(format_report(metrics, title))
     if args.json:
