@@ -185,7 +185,8 @@ class ModelConfig(Strict):
     plugin_options: dict[str, Any] = Field(
         default_factory=dict,
         description="switches of a plug-in other than IDR, checked by it (models/plugins/<plugin>.py; "
-        "MCIBI++: self_attention, gather_from, stage1_kernel, context_kernel, decode_kernel, memory_momentum)",
+        "MCIBI++: self_attention, gather_from, stage1_kernel, context_kernel, decode_kernel, memory_momentum; "
+        "the scheme MCIBI: memory_momentum, momentum_lr, memory_loss)",
     )
 
     @field_validator("backbone")
@@ -202,7 +203,7 @@ class ModelConfig(Strict):
     @field_validator("loss_weights")
     @classmethod
     def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "context", "pam", "cam"], "loss")
+        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "context", "pam", "cam", "memory"], "loss")
         return v
 
 

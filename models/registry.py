@@ -4,7 +4,7 @@ To add a framework, write `models/heads/<name>.py` with a head returning a dict 
 (and naming its main output), plus a plug-in wiring (models/plugins/wiring.py), then register
 both in FRAMEWORKS. To add a plug-in, write `models/plugins/<name>.py` (its head, built on any
 framework's wiring, and its PluginSite) and register it in PLUGINS: every framework then gets
-`<framework>_<name>`. A context scheme with a head of its own (ISNet; the similarity-driven
+`<framework>_<name>`. A context scheme with a head of its own (ISNet, MCIBI; the similarity-driven
 Non-local, DNL, OCRNet, DANet, CCNet) goes into SCHEMES: it is compared with IDR, not combined.
 A framework in the user's own package needs no edit here: an experiment names it by import path
 (``"my_pkg.heads:FRAMEWORK"``) or by the name its package declares in the entry-point group
@@ -28,6 +28,7 @@ from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.heads.dnlnet import dnl_head
 from models.heads.fcn import FCNHead, FCNWiring
 from models.heads.isnet import ISNetHead
+from models.heads.mcibi import MCIBIHead, MCIBIOptions
 from models.heads.nonlocalnet import nonlocal_head
 from models.heads.ocrnet import OCRHead
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
@@ -140,6 +141,10 @@ SCHEMES: dict[str, Callable[..., nn.Module]] = {
     "ocrnet": lambda chans, k, cfg, ignore_index: OCRHead(chans, cfg.head_channels, cfg.aux_channels, k, cfg.dropout),
     "danet": lambda chans, k, cfg, ignore_index: DANetHead(chans, cfg.head_channels, k, cfg.dropout),
     "ccnet": lambda chans, k, cfg, ignore_index: ccnet_head(chans, cfg.head_channels, k, cfg.dropout),
+    "mcibi": lambda chans, k, cfg, ignore_index: MCIBIHead(
+        chans, k, cfg.feats_channels, cfg.refine_channels, cfg.dropout, ignore_index,
+        aspp_dilations(cfg.output_stride), MCIBIOptions.from_mapping(cfg.plugin_options),
+    ),
 }
 
 
