@@ -255,3 +255,38 @@ def test_convert_cli_round_trips_a_checkpoint(tmp_path):
     assert torch.equal(ours.head.memory.context_fuse[0].weight, official.memory_module.bottleneck_ms[0].weight)
     assert saved["source"]["framework"] == "mcibi"
     assert saved["source"]["model_config"]["plugin_options"]["momentum_lr"] == pytest.approx(0.009)
+
+
+# ------------------------------------------------------------------------------- through the training loop
+
+
+@pytest.mark.slow
+def test_the_loop_starts_the_memory_loss_in_epoch_two_and_resumes_to_the_same_result(write_experiment, tmp_path):
+    """8 training images in batches of 4: 2 iterations per epoch, so iterations 3-4 carry the memory
+    loss; a run stopped after iteration 2 resumes (memory from the checkpoint, epoch from the
+    iteration) to the uninterrupted result."""
+    from harness.config import load_experiment
+    from harness.run import resolve_cells
+    from harness.train import PrintReporter, run_cell
+    from tests.conftest import tiny_experiment
+
+    class Lines(PrintReporter):
+        def __init__(self, root=None):
+            super().__init__(root, quiet=True)
+            self.lines: list[str] = []
+
+        def log(self, cell_id: str, line: str) -> None:
+            self.lines.append(line)
+
+    exp = tiny_experiment("mcibi", grid={"frameworks": ["mcibi"], "idr": [False]},
+                          train={"iterations": 4, "batch_size": 4, "checkpoint_interval": 2})
+    cell = resolve_cells(load_experiment(write_experiment(exp)))[0]
+    reporter = Lines()
+    uninterrupted = run_cell(cell, reporter)
+    steps = [line for line in reporter.lines if line.startswith("iter ")]
+    assert [" memory " in line for line in steps] == [False, False, True, True]
+    root = tmp_path / "ckpt"
+    assert run_cell(cell, Lines(root), stop_after=2) is None
+    resumed = run_cell(cell, Lines(root))
+    assert resumed["resumed_from_iteration"] == 2
+    assert resumed["metrics"]["per_class_iou"] == uninterrupted["metrics"]["per_class_iou"]
