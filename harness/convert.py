@@ -270,6 +270,8 @@ _MCIBI_PAIRS = [
 def _head_pairs(model: nn.Module, framework: str, idr: bool) -> list[tuple[str, list[str]]]:
     """(official module, our modules) of everything but backbone and auxiliary head."""
     if framework == "isnet":
+        if getattr(model.head, "shortcut", None) is not None:  # the LIP decoder: its shortcut before stage 2
+            return _ISNET_PAIRS[:-1] + [("shortcut", ["head.shortcut"]), _ISNET_PAIRS[-1]]
         return _ISNET_PAIRS
     if framework == "mcibi":
         return _MCIBI_PAIRS

@@ -28,10 +28,9 @@ PPM_POOL_SCALES = (1, 2, 3, 6)
 
 
 #: Schemes with a head of their own -> the datasets of their official R50-D8 configs we build.
-#: ISNet on LIP (a shortcut decoder from stage 1 and LeakyReLU in the head) and MCIBI on LIP
-#: (LeakyReLU in the head) are not built.
-OWN_HEAD_DATASETS = {"isnet": ("ade20k", "cityscapes", "coco_stuff10k"),
-                     "mcibi": ("ade20k", "cityscapes", "coco_stuff10k")}
+#: On LIP both use LeakyReLU (slope 0.01) in the head and auxiliary head, and ISNet a shortcut decoder.
+OWN_HEAD_DATASETS = {"isnet": R50_DATASETS, "mcibi": R50_DATASETS}
+LEAKY_RELU_DATASETS = ("lip",)
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ _MCIBI_R50 = {
     "ade20k": MCIBISwitches(memory_loss=True, momentum_lr=0.01),
     "cityscapes": MCIBISwitches(memory_loss=False, momentum_lr=0.01 * 0.9),
     "coco_stuff10k": MCIBISwitches(memory_loss=False, momentum_lr=0.001 * 0.9),
+    "lip": MCIBISwitches(memory_loss=False, momentum_lr=0.01),
 }
 
 
@@ -121,6 +121,10 @@ def scheme_model_settings(framework: str, dataset: str, backbone: str = R50) -> 
         out = {"feats_channels": 512, "aux_channels": 512, "refine_channels": 256}
         if framework == "mcibi":
             out["plugin_options"] = _MCIBI_R50[dataset].plugin_options()
+        if framework == "isnet" and dataset == "lip":
+            out["plugin_options"] = {"shortcut": True}
+        if dataset in LEAKY_RELU_DATASETS:
+            out["head_activation"] = "leaky_relu"
         return out
     sw = mcibipp_switches(framework, dataset, backbone)
     out: dict[str, Any] = {"feats_channels": 512, "head_channels": sw.fpn_channels, "aux_channels": 512,
@@ -201,12 +205,15 @@ def scheme_segmentor_cfg(
                       "tta": {"multiscale": [1], "flip": False, "use_probs_before_resize": False},
                       "evaluate": {"metric_list": ["iou", "miou"]}},
     }
+    if framework in OWN_HEAD_DATASETS and dataset in LEAKY_RELU_DATASETS:
+        common["act_cfg"] = {"type": "LeakyReLU", "negative_slope": 0.01, "inplace": True}
     if framework == "isnet":
         check_scheme_pair(framework, dataset, backbone)
         return copy.deepcopy({
             **common, "type": "ISNet",
             "head": {"in_channels": 2048, "feats_channels": 512, "transform_channels": 256, "concat_input": True,
-                     "shortcut": {"is_on": False, "in_channels": 256, "feats_channels": 48}, "dropout": 0.1},
+                     "shortcut": {"is_on": dataset == "lip", "in_channels": 256, "feats_channels": 48},
+                     "dropout": 0.1},
             "losses": {"loss_aux": loss(0.4, ignore_index), "loss_cls_stage1": loss(0.4, ignore_index),
                        "loss_cls_stage2": loss(1.0, ignore_index)},
         })

@@ -161,10 +161,11 @@ def _check_train_step(official, ours, epoch: int, lr: float) -> None:
     assert _relative(bn_theirs, bn_ours) < TOL, "stage-2 BatchNorm statistics"
 
 
-@pytest.mark.parametrize(("dataset", "epoch", "lr"), [("ade20k", 2, 0.005), ("cityscapes", 1, 0.004)])
+@pytest.mark.parametrize(("dataset", "epoch", "lr"), [("ade20k", 2, 0.005), ("cityscapes", 1, 0.004), ("lip", 3, 0.01)])
 def test_same_eval_logits_and_training_step(tmp_path, dataset, epoch, lr):
     """ADE20K in its second epoch (memory loss on, momentum 0.45); Cityscapes in its first
-    (memory loss off in its config anyway; momentum 0.9 / 0.009 x 0.004)."""
+    (memory loss off in its config anyway; momentum 0.9 / 0.009 x 0.004); LIP (LeakyReLU in the
+    heads, no memory loss) in its third."""
     _official()
     from tests.test_official_parity import K as PARITY_K, _check_eval, build_pair
 
@@ -194,7 +195,7 @@ def test_parameter_counts():
     assert _millions(ours.head.memory) == _millions(official.memory_module)
 
 
-@pytest.mark.parametrize("dataset", ["ade20k", "cityscapes", "coco_stuff10k"])
+@pytest.mark.parametrize("dataset", ["ade20k", "cityscapes", "coco_stuff10k", "lip"])
 def test_every_official_config_has_the_same_tree(dataset):
     BuildSegmentor, _ = _official()
     from harness.convert import build_official_model, convert_state_dict
