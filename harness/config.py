@@ -182,10 +182,16 @@ class ModelConfig(Strict):
         default_factory=lambda: {"aux": 0.4, "stage1": 0.4, "stage2": 1.0, "decode": 1.0}
     )
     sync_bn: bool = True
+    head_activation: Literal["relu", "leaky_relu"] = Field(
+        default="relu",
+        description="activation of the decode and auxiliary heads (the backbone keeps ReLU); leaky_relu: "
+        "slope 0.01, the official ISNet / MCIBI LIP configs",
+    )
     plugin_options: dict[str, Any] = Field(
         default_factory=dict,
         description="switches of a plug-in other than IDR, checked by it (models/plugins/<plugin>.py; "
-        "MCIBI++: self_attention, gather_from, stage1_kernel, context_kernel, decode_kernel, memory_momentum)",
+        "MCIBI++: self_attention, gather_from, stage1_kernel, context_kernel, decode_kernel, memory_momentum; "
+        "the scheme MCIBI: memory_momentum, momentum_lr, memory_loss; ISNet: shortcut)",
     )
 
     @field_validator("backbone")
@@ -202,7 +208,7 @@ class ModelConfig(Strict):
     @field_validator("loss_weights")
     @classmethod
     def _known_losses(cls, v: dict[str, float]) -> dict[str, float]:
-        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "context", "pam", "cam"], "loss")
+        _check_names(list(v), ["aux", "stage1", "stage2", "decode", "context", "pam", "cam", "memory"], "loss")
         return v
 
 

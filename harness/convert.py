@@ -1,4 +1,4 @@
-"""Convert an official sssegmentation (IDRNet, baseline or MCIBI++) checkpoint into our `model.pt`.
+"""Convert an official sssegmentation (IDRNet, baseline, a context scheme) checkpoint into our `model.pt`.
 
     python -m harness.convert CKPT --framework F [--idr] --dataset D [--backbone resnet50c|swin_large] --out model.pt
 
@@ -7,7 +7,7 @@ The official trainer saves `{'model': segmentor.state_dict(), 'optimizer': ..., 
 arbitrary pickled objects is refused, naming what it needs. Our model is the official one of
 (framework, dataset[, backbone]) (harness/official.py), so every official tensor has exactly one
 place in it: backbone, heads, auxiliary head and the four IDR buffers (`class_relations_mean/var`,
-`selected_classes_counter`, `dl_cls_representations`; MCIBI++'s `memory_module.memory`). Every official key left over, every model
+`selected_classes_counter`, `dl_cls_representations`; MCIBI's and MCIBI++'s `memory_module.memory`). Every official key left over, every model
 key left unfilled and every shape that differs is reported, one line each (exit 2), and nothing is
 written. The output is written atomically as `{'model': state_dict, 'source': provenance}`.
 """
@@ -254,10 +254,27 @@ _ISNET_PAIRS = [
 ]
 
 
+_MCIBI_PAIRS = [
+    ("context_within_image_module", ["head.context"]),
+    ("bottleneck", ["head.bottleneck"]),
+    ("memory_module.memory", ["head.memory.memory"]),
+    *_attention("memory_module.self_attention", "head.memory.attention"),
+    ("memory_module.bottleneck", ["head.memory.fuse"]),
+    *_attention("memory_module.self_attention_ms", "head.memory.context_attention"),
+    ("memory_module.bottleneck_ms", ["head.memory.context_fuse"]),
+    ("decoder_stage1", ["head.stage1"]),
+    ("decoder_stage2", ["head.stage2"]),
+]
+
+
 def _head_pairs(model: nn.Module, framework: str, idr: bool) -> list[tuple[str, list[str]]]:
     """(official module, our modules) of everything but backbone and auxiliary head."""
     if framework == "isnet":
+        if getattr(model.head, "shortcut", None) is not None:  # the LIP decoder: its shortcut before stage 2
+            return _ISNET_PAIRS[:-1] + [("shortcut", ["head.shortcut"]), _ISNET_PAIRS[-1]]
         return _ISNET_PAIRS
+    if framework == "mcibi":
+        return _MCIBI_PAIRS
     if is_scheme(framework):
         return _mcibipp_pairs(model)
     return _idr_pairs(model) if idr else _baseline_pairs(framework)
@@ -346,7 +363,7 @@ def _official_sources(official: dict[str, torch.Tensor], framework: str, idr: bo
     tiny = our_model_config(framework, dataset, idr, backbone).model_copy(update=TINY)
     head = head_of(framework, idr, TINY_CHANNELS, 2, tiny)
     ours = [f"head.{key}" for key in head.state_dict()]  # in registration order, as the converter pairs them
-    pairs = _idr_pairs(SimpleNamespace(head=head)) if idr else _baseline_pairs(framework)
+    pairs = _head_pairs(SimpleNamespace(head=head), framework, idr)
     for source, targets in pairs:
         theirs = _under(official, source)
         mine = [(key, prefix) for prefix in targets for key in _under(ours, prefix)]

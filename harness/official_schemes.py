@@ -1,8 +1,9 @@
 """The official settings of the context schemes beside IDR (sssegmentation 1.7.0), as plain data.
 
-Read from SegmentationBLWX/sssegmentation `ssseg/configs/{mcibiplusplus,isnet}/*.py` (and
-`_base_/segmentors/{mcibiplusplus,isnet}.py`); the pip wheel lacks that folder, so they are written
-here. ISNet runs as the framework `isnet` (its own head, models/heads/isnet.py). MCIBI++ runs as the frameworks `<framework>_mcibipp` (models/registry.py PLUGIN_FRAMEWORKS);
+Read from SegmentationBLWX/sssegmentation `ssseg/configs/{mcibiplusplus,isnet,mcibi}/*.py` (and
+`_base_/segmentors/{mcibiplusplus,isnet,mcibi}.py`); the pip wheel lacks that folder, so they are written
+here. ISNet and MCIBI (on DeepLabV3) run as the frameworks `isnet` and `mcibi` (their own heads,
+models/heads/isnet.py and models/heads/mcibi.py). MCIBI++ runs as the frameworks `<framework>_mcibipp` (models/registry.py PLUGIN_FRAMEWORKS);
 its per-dataset switches differ (self-attention on the context, which logits read the memory,
 3x3 or 1x1 decoder convs, the FPN width), so each (framework, dataset) has its row below.
 
@@ -27,8 +28,29 @@ PPM_POOL_SCALES = (1, 2, 3, 6)
 
 
 #: Schemes with a head of their own -> the datasets of their official R50-D8 configs we build.
-#: ISNet on LIP (a shortcut decoder from stage 1 and LeakyReLU in the head) is not built.
-OWN_HEAD_DATASETS = {"isnet": ("ade20k", "cityscapes", "coco_stuff10k")}
+#: On LIP both use LeakyReLU (slope 0.01) in the head and auxiliary head, and ISNet a shortcut decoder.
+OWN_HEAD_DATASETS = {"isnet": R50_DATASETS, "mcibi": R50_DATASETS}
+LEAKY_RELU_DATASETS = ("lip",)
+
+
+@dataclass(frozen=True)
+class MCIBISwitches:
+    """One official MCIBI (DeepLabV3) config: the memory loss (`use_loss`) and the learning rate at
+    which the memory momentum is its base 0.9 (`momentum_cfg.base_lr`)."""
+
+    memory_loss: bool
+    momentum_lr: float
+
+    def plugin_options(self) -> dict[str, Any]:
+        return {"memory_momentum": 0.9, "momentum_lr": self.momentum_lr, "memory_loss": self.memory_loss}
+
+
+_MCIBI_R50 = {
+    "ade20k": MCIBISwitches(memory_loss=True, momentum_lr=0.01),
+    "cityscapes": MCIBISwitches(memory_loss=False, momentum_lr=0.01 * 0.9),
+    "coco_stuff10k": MCIBISwitches(memory_loss=False, momentum_lr=0.001 * 0.9),
+    "lip": MCIBISwitches(memory_loss=False, momentum_lr=0.01),
+}
 
 
 def is_scheme(framework: str) -> bool:
@@ -96,7 +118,14 @@ def scheme_model_settings(framework: str, dataset: str, backbone: str = R50) -> 
     """`ModelConfig` keys that make our model the official one."""
     if framework in OWN_HEAD_DATASETS:
         check_scheme_pair(framework, dataset, backbone)
-        return {"feats_channels": 512, "aux_channels": 512, "refine_channels": 256}
+        out = {"feats_channels": 512, "aux_channels": 512, "refine_channels": 256}
+        if framework == "mcibi":
+            out["plugin_options"] = _MCIBI_R50[dataset].plugin_options()
+        if framework == "isnet" and dataset == "lip":
+            out["plugin_options"] = {"shortcut": True}
+        if dataset in LEAKY_RELU_DATASETS:
+            out["head_activation"] = "leaky_relu"
+        return out
     sw = mcibipp_switches(framework, dataset, backbone)
     out: dict[str, Any] = {"feats_channels": 512, "head_channels": sw.fpn_channels, "aux_channels": 512,
                            "refine_channels": 256, "plugin_options": sw.plugin_options()}
@@ -140,6 +169,21 @@ def _mcibipp_head(framework: str, dataset: str, backbone: str, ignore_index: int
     return head
 
 
+def _mcibi_head(dataset: str, ignore_index: int) -> dict[str, Any]:
+    sw = _MCIBI_R50[dataset]
+    return {
+        "downsample_backbone": {"kernel_size": 3, "stride": 1, "padding": 1, "bias": False},
+        "context_within_image": {"is_on": True, "type": "aspp", "cfg": {"dilations": list(ASPP_DILATIONS_OS8)}},
+        "use_hard_aggregate": False, "in_channels": 2048, "feats_channels": 512, "transform_channels": 256,
+        "out_channels": 512, "num_feats_per_cls": 1, "use_loss": sw.memory_loss,
+        "loss_cfg": {"type": "CrossEntropyLoss", "scale_factor": 1.0, "reduction": "mean"},
+        # the official datasets mark unlabelled pixels -100; ours 255: the same switch at our value
+        "update_cfg": {"strategy": "cosine_similarity", "ignore_index": ignore_index,
+                       "momentum_cfg": {"base_momentum": 0.9, "base_lr": sw.momentum_lr, "adjust_by_learning_rate": True}},
+        "dropout": 0.1,
+    }
+
+
 def scheme_segmentor_cfg(
     framework: str,
     dataset: str,
@@ -161,12 +205,22 @@ def scheme_segmentor_cfg(
                       "tta": {"multiscale": [1], "flip": False, "use_probs_before_resize": False},
                       "evaluate": {"metric_list": ["iou", "miou"]}},
     }
+    if framework in OWN_HEAD_DATASETS and dataset in LEAKY_RELU_DATASETS:
+        common["act_cfg"] = {"type": "LeakyReLU", "negative_slope": 0.01, "inplace": True}
     if framework == "isnet":
         check_scheme_pair(framework, dataset, backbone)
         return copy.deepcopy({
             **common, "type": "ISNet",
             "head": {"in_channels": 2048, "feats_channels": 512, "transform_channels": 256, "concat_input": True,
-                     "shortcut": {"is_on": False, "in_channels": 256, "feats_channels": 48}, "dropout": 0.1},
+                     "shortcut": {"is_on": dataset == "lip", "in_channels": 256, "feats_channels": 48},
+                     "dropout": 0.1},
+            "losses": {"loss_aux": loss(0.4, ignore_index), "loss_cls_stage1": loss(0.4, ignore_index),
+                       "loss_cls_stage2": loss(1.0, ignore_index)},
+        })
+    if framework == "mcibi":
+        check_scheme_pair(framework, dataset, backbone)
+        return copy.deepcopy({
+            **common, "type": "MCIBI", "head": _mcibi_head(dataset, ignore_index),
             "losses": {"loss_aux": loss(0.4, ignore_index), "loss_cls_stage1": loss(0.4, ignore_index),
                        "loss_cls_stage2": loss(1.0, ignore_index)},
         })
@@ -185,6 +239,8 @@ def scheme_checkpoint_stem(framework: str, dataset: str, backbone: str = R50) ->
     """The model-zoo file name before the dataset, e.g. mcibiplusplus_upernet_resnet50os8."""
     check_scheme_pair(framework, dataset, backbone)
     net = "swinlarge" if backbone == SWIN_L else "resnet50os8"
+    if framework == "mcibi":
+        return f"mcibi_deeplabv3_{net}"
     if framework in OWN_HEAD_DATASETS:
         return f"{framework}_{net}"
     return f"mcibiplusplus_{MCIBIPP_ZOO_STEMS[MCIBIPP_FRAMEWORKS[framework]]}{net}"

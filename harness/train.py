@@ -37,6 +37,7 @@ from harness.measure import count_flops
 from harness.optim import build_optimizer, lr_at
 from harness.tblog import training_scalars
 from models import build_segmentor
+from models.training_state import TrainingProgress, epoch_of, hand_progress
 
 MODEL_FILE = "model.pt"
 
@@ -502,6 +503,13 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, iteration: int, train_cf
     return lr
 
 
+def progress_at(run: CellRun, iteration: int, lr: float) -> TrainingProgress:
+    """The training state of step `iteration` for the modules that follow it (models/training_state.py)."""
+    micro_batches_per_epoch = len(run.sampler) // run.per_rank_batch
+    epoch = epoch_of(iteration, micro_batches_per_epoch, run.cell.train.accumulation_steps)
+    return TrainingProgress(iteration=iteration, epoch=epoch, lr=lr)
+
+
 def forward_backward(run: CellRun, batches: Iterator, iteration: int) -> dict[str, float]:
     """Gradients of one optimiser step (over `accumulation_steps` micro-batches); its loss terms."""
     accumulation = run.cell.train.accumulation_steps
@@ -567,6 +575,7 @@ def train_loop(run: CellRun, stop_after: int | None = None) -> float | None:
     start = time.perf_counter()
     for iteration in range(run.start_iteration, total):
         lr = set_learning_rate(run.optimizer, iteration, train_cfg)
+        hand_progress(run.net, progress_at(run, iteration, lr))
         step_losses = forward_backward(run, batches, iteration)
         if apply_step(run, guard, iteration, step_losses):
             steps += 1

@@ -86,3 +86,20 @@ class LearnableScale(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.scale
+
+
+LEAKY_SLOPE = 0.01  # the official LIP configs' act_cfg negative_slope
+
+
+def use_activation(module: nn.Module, activation: str) -> nn.Module:
+    """`module` with every ReLU replaced by the named activation ("relu": unchanged; "leaky_relu")."""
+    if activation == "relu":
+        return module
+    if activation != "leaky_relu":
+        raise ValueError(f"unknown activation {activation!r}; allowed: relu, leaky_relu")
+    for name, child in module.named_children():
+        if isinstance(child, nn.ReLU):
+            setattr(module, name, nn.LeakyReLU(LEAKY_SLOPE, inplace=child.inplace))
+        else:
+            use_activation(child, activation)
+    return module

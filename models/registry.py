@@ -4,7 +4,7 @@ To add a framework, write `models/heads/<name>.py` with a head returning a dict 
 (and naming its main output), plus a plug-in wiring (models/plugins/wiring.py), then register
 both in FRAMEWORKS. To add a plug-in, write `models/plugins/<name>.py` (its head, built on any
 framework's wiring, and its PluginSite) and register it in PLUGINS: every framework then gets
-`<framework>_<name>`. A context scheme with a head of its own (ISNet; the similarity-driven
+`<framework>_<name>`. A context scheme with a head of its own (ISNet, MCIBI; the similarity-driven
 Non-local, DNL, OCRNet, DANet, CCNet) goes into SCHEMES: it is compared with IDR, not combined.
 A framework in the user's own package needs no edit here: an experiment names it by import path
 (``"my_pkg.heads:FRAMEWORK"``) or by the name its package declares in the entry-point group
@@ -27,14 +27,15 @@ from models.heads.danet import DANetHead
 from models.heads.deeplabv3 import ASPPHead, DeepLabV3Wiring
 from models.heads.dnlnet import dnl_head
 from models.heads.fcn import FCNHead, FCNWiring
-from models.heads.isnet import ISNetHead
+from models.heads.isnet import ISNetHead, isnet_options
+from models.heads.mcibi import MCIBIHead, MCIBIOptions
 from models.heads.nonlocalnet import nonlocal_head
 from models.heads.ocrnet import OCRHead
 from models.hf_backbones import backbone_spec, resolve_backbone_weights
 from models.plugins.idr_head import IDRCore, IDRHead, idr_site
 from models.plugins.mcibipp import MCIBIPPHead, MCIBIPPOptions, mcibipp_site
 from models.plugins.wiring import PluginSite
-from models.layers import AuxiliaryHead
+from models.layers import AuxiliaryHead, use_activation
 from models.heads.pspnet import PSPHead, PSPNetWiring
 from models.segmentor import Segmentor
 from models.heads.upernet import UPerHead, UPerNetWiring
@@ -134,12 +135,18 @@ PLUGIN_FRAMEWORKS: dict[str, tuple[str, str]] = {
 #: of its extra outputs (`loss_defaults`, DANet's pam / cam) and its context module
 #: (`context_modules`, reported by harness.measure).
 SCHEMES: dict[str, Callable[..., nn.Module]] = {
-    "isnet": lambda chans, k, cfg, ignore_index: ISNetHead(chans, k, cfg.feats_channels, cfg.refine_channels, cfg.dropout),
+    "isnet": lambda chans, k, cfg, ignore_index: ISNetHead(
+        chans, k, cfg.feats_channels, cfg.refine_channels, cfg.dropout, **isnet_options(cfg.plugin_options)
+    ),
     "nonlocalnet": lambda chans, k, cfg, ignore_index: nonlocal_head(chans, cfg.head_channels, k, cfg.dropout),
     "dnlnet": lambda chans, k, cfg, ignore_index: dnl_head(chans, cfg.head_channels, k, cfg.dropout),
     "ocrnet": lambda chans, k, cfg, ignore_index: OCRHead(chans, cfg.head_channels, cfg.aux_channels, k, cfg.dropout),
     "danet": lambda chans, k, cfg, ignore_index: DANetHead(chans, cfg.head_channels, k, cfg.dropout),
     "ccnet": lambda chans, k, cfg, ignore_index: ccnet_head(chans, cfg.head_channels, k, cfg.dropout),
+    "mcibi": lambda chans, k, cfg, ignore_index: MCIBIHead(
+        chans, k, cfg.feats_channels, cfg.refine_channels, cfg.dropout, ignore_index,
+        aspp_dilations(cfg.output_stride), MCIBIOptions.from_mapping(cfg.plugin_options),
+    ),
 }
 
 
@@ -277,9 +284,11 @@ def build_segmentor(framework: str, idr: bool, num_classes: int, cfg, ignore_ind
             return with_relation_mode(spec.build(idr, num_classes, cfg, ignore_index), cfg)
     backbone = build_backbone(cfg.backbone, cfg.pretrained, cfg.output_stride, cfg.drop_path_rate)
     chans = backbone.channels
-    head = head_of(framework, idr, chans, num_classes, cfg, ignore_index)
+    activation = getattr(cfg, "head_activation", "relu")
+    head = use_activation(head_of(framework, idr, chans, num_classes, cfg, ignore_index), activation)
     weights = {**getattr(head, "loss_defaults", {}), **cfg.loss_weights}
     aux = None if getattr(head, "owns_auxiliary", False) else AuxiliaryHead(chans[2], cfg.aux_channels, num_classes, cfg.dropout)
+    aux = None if aux is None else use_activation(aux, activation)
     return with_relation_mode(Segmentor(backbone, head, aux, weights, ignore_index), cfg)
 
 

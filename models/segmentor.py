@@ -8,13 +8,18 @@ import torch.nn.functional as F
 from models.plugins.idr_head import DELETION_OUTPUT
 from models.losses import cross_entropy_and_pixels
 
+#: A head's output under this key is a dict of loss terms it computed itself (e.g. MCIBI's memory
+#: loss), each weighted by `loss_weights[name]` like the logit maps' losses.
+OWN_LOSSES = "own_losses"
+
 
 class Segmentor(nn.Module):
     """`forward(images)` gives class logits at image size; `losses(images, target)` the weighted losses.
 
     Every logit map the head returns is upsampled to the label size and scored with
     cross-entropy (ignore index excluded), weighted by `loss_weights[name]`; the auxiliary
-    head on backbone stage 3 adds `loss_weights["aux"]`.
+    head on backbone stage 3 adds `loss_weights["aux"]`; loss terms the head computed itself
+    (under OWN_LOSSES) are weighted the same way.
     """
 
     def __init__(
@@ -42,6 +47,7 @@ class Segmentor(nn.Module):
     def _losses(self, pyramid: list[torch.Tensor], target: torch.Tensor) -> dict[str, torch.Tensor]:
         outputs = dict(self.head(pyramid, target))
         pending = outputs.pop(DELETION_OUTPUT, None)
+        own_losses = outputs.pop(OWN_LOSSES, {})
         if self.aux_head is not None:
             outputs["aux"] = self.aux_head(pyramid[2])
         losses, anchor_loss = {}, None
@@ -51,6 +57,8 @@ class Segmentor(nn.Module):
                 loss, anchor_loss = cross_entropy_and_pixels(up, target, self.ignore_index)
             else:
                 loss = F.cross_entropy(up, target, ignore_index=self.ignore_index)
+            losses[name] = self.loss_weights[name] * loss
+        for name, loss in own_losses.items():
             losses[name] = self.loss_weights[name] * loss
         if pending is not None:
             with torch.no_grad():  # IDR step 8 reuses the stage-2 loss of each pixel as its anchor

@@ -170,9 +170,13 @@ def _check_isnet_train_step(official: nn.Module, ours: nn.Module, size: int = TR
     assert abs(_grad_norm(official) - _grad_norm(ours)) <= TOL * _grad_norm(official)
 
 
-def test_isnet_same_eval_logits_and_training_step(tmp_path):
-    # the ADE20K, Cityscapes and COCO-Stuff-10k configs differ only in the class count
-    official, ours = build_pair(tmp_path, "isnet", "ade20k", False)
+@pytest.mark.parametrize("dataset", ["ade20k", "lip"])
+def test_isnet_same_eval_logits_and_training_step(tmp_path, dataset):
+    # the ADE20K, Cityscapes and COCO-Stuff-10k configs differ only in the class count; LIP adds
+    # the shortcut decoder and LeakyReLU in the heads
+    official, ours = build_pair(tmp_path, "isnet", dataset, False)
+    if dataset == "lip":
+        assert ours.head.shortcut is not None and isinstance(ours.aux_head[0][2], nn.LeakyReLU)
     _check_eval(official, ours)
     _check_isnet_train_step(official, ours)
 
@@ -187,7 +191,7 @@ def test_isnet_parameter_count():
 # every official R50-D8 config of the schemes (and MCIBI++ UPerNet Swin-L): same module tree and shapes
 TREE_CASES = [(f, d, R50) for f in ("fcn_mcibipp", "pspnet_mcibipp", "deeplabv3_mcibipp", "upernet_mcibipp")
               for d in ("ade20k", "cityscapes", "coco_stuff10k", "lip")]
-TREE_CASES += [("isnet", d, R50) for d in ("ade20k", "cityscapes", "coco_stuff10k")]
+TREE_CASES += [("isnet", d, R50) for d in ("ade20k", "cityscapes", "coco_stuff10k", "lip")]
 TREE_CASES += [("upernet_mcibipp", "ade20k", SWIN_L)]
 
 

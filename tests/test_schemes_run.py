@@ -1,4 +1,4 @@
-"""Every context scheme of issue 23 (MCIBI++ on the four frameworks, ISNet) builds from an
+"""Every context scheme of issue 23 (MCIBI++ on the four frameworks, ISNet, MCIBI) builds from an
 experiment file and trains a few iterations through harness.run on CPU, beside FCN +- IDR."""
 import json
 
@@ -9,7 +9,7 @@ from harness.config import ConfigError, expand_cells, load_experiment
 from harness.run import main
 from tests.conftest import tiny_experiment
 
-SCHEMES = ["fcn_mcibipp", "pspnet_mcibipp", "deeplabv3_mcibipp", "upernet_mcibipp", "isnet"]
+SCHEMES = ["fcn_mcibipp", "pspnet_mcibipp", "deeplabv3_mcibipp", "upernet_mcibipp", "isnet", "mcibi"]
 
 
 def test_idr_axis_skips_frameworks_that_carry_a_plugin(write_experiment):
@@ -36,3 +36,5 @@ def test_every_scheme_trains_through_harness_run(ray_session, write_experiment, 
         if framework.endswith("_mcibipp"):  # the memory moved from its (0, 1) start and was saved
             memory = state["head.memory.memory"]
             assert memory.shape[1] == 2 and not torch.equal(memory[:, 1], torch.ones(len(memory)))
+        if framework == "mcibi":  # the class vectors left their zero start and were saved
+            assert state["head.memory.memory"].abs().sum() > 0

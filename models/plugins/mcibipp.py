@@ -88,6 +88,19 @@ def class_noise(num_classes: int, channels: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
+def soft_class_read(logits: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """Each pixel's softmax(logits)-weighted sum of the class vectors: [B,K,h,w], [K,C] -> [B,C,h,w]."""
+    weights = torch.softmax(logits, dim=1)
+    return torch.einsum("bkhw,kc->bchw", weights, vectors.to(weights.dtype))
+
+
+def average_across_ranks(buffer: torch.Tensor) -> None:
+    """In place: the mean of `buffer` over the DDP ranks (nothing when not distributed)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+        buffer.div_(dist.get_world_size())
+
+
 def updated_memory(
     memory: torch.Tensor, feats: torch.Tensor, target: torch.Tensor, ignore_index: int, momentum: float
 ) -> torch.Tensor:
@@ -122,18 +135,14 @@ class FeatureMemory(nn.Module):
         return stats[:, :1] + stats[:, 1:] * self.noise.float()
 
     def forward(self, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        weights = torch.softmax(logits, dim=1)
-        selected = torch.einsum("bkhw,kc->bchw", weights, self.class_vectors().to(weights.dtype))
-        selected = self.attention(feats, selected)
+        selected = self.attention(feats, soft_class_read(logits, self.class_vectors()))
         return self.fuse(torch.cat([feats, selected], dim=1))
 
     @torch.no_grad()
     def update(self, feats: torch.Tensor, target: torch.Tensor, ignore_index: int, momentum: float) -> None:
         feats = F.interpolate(feats, size=target.shape[-2:], mode="bilinear", align_corners=False)
         self.memory.copy_(updated_memory(self.memory, feats, target, ignore_index, momentum))
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(self.memory, op=dist.ReduceOp.SUM)
-            self.memory.div_(dist.get_world_size())
+        average_across_ranks(self.memory)
 
 
 class MCIBIPPHead(nn.Module):
