@@ -46,6 +46,8 @@ class SemanticLevelContext(nn.Module):
 class ISNetHead(nn.Module):
     main_output = "stage2"
 
+    context_modules = ("image_context", "semantic_context")  # harness.measure: both context blocks
+
     def __init__(
         self,
         in_channels: list[int],
