@@ -97,6 +97,16 @@ class Grid(Strict):
         default_factory=dict, description="swept hyper-parameters: key path (e.g. train.lr) -> values"
     )
     variants: list[Variant] = Field(default_factory=list, description="extra cells for matching grid cells")
+    exclude: list[dict[Literal["framework", "dataset", "idr", "seed"], Any]] = Field(
+        default_factory=list,
+        description="cells of the product left out: each entry matches like a variant's `match` (a value or a list "
+        "per key), e.g. {framework: [ocrnet, danet], dataset: [lip]}",
+    )
+
+    def excludes(self, keys: dict[str, Any]) -> bool:
+        """Whether a cell with these keys is left out of the grid (`exclude`)."""
+        return any(all(keys[k] in (v if isinstance(v, list) else [v]) for k, v in entry.items())
+                   for entry in self.exclude)
 
     @field_validator("sweep")
     @classmethod
@@ -490,6 +500,8 @@ def expand_cells(exp: Experiment) -> list[Cell]:
         if idr and _carries_plugin(framework):
             continue  # the idr axis applies to the frameworks that take IDR
         keys = {"framework": framework, "dataset": dataset, "idr": idr, "seed": seed}
+        if exp.grid.excludes(keys):
+            continue
         variants = [{**assignment, **v.set} for v in exp.grid.variants if v.matches(keys)]
         for values in [assignment, *variants]:
             cells.append(

@@ -181,6 +181,8 @@ def official_schedule(framework: str, dataset: str, backbone: str = R50, idr: bo
         epochs = 440  # ssseg/configs/ocrnet/ocrnet_resnet50os8_cityscapes.py
     if framework == "mcibi" and dataset == "cityscapes":
         epochs, batch = 440, 16  # ssseg/configs/mcibi/mcibi_deeplabv3_resnet50os8_cityscapes.py (on trainval)
+    if framework == "isnet" and dataset == "cityscapes":
+        epochs, batch = 440, 16  # ssseg/configs/isnet/isnet_resnet50os8_cityscapes.py (DATALOADER_CFG_BS16)
     lr, wd = (0.001, 1e-4) if dataset == "coco_stuff10k" else (0.01, 5e-4)
     return Schedule("sgd", lr, wd, lr * 0.01, 0.9, 0, _R50_CROP[dataset], batch, epochs)
 

@@ -315,3 +315,39 @@ def sota_setting(dataset: str, idr: bool, protocol: str) -> list[Check] | None:
     else:
         checks += _eval_checks(schedule.split, mode, True, LIP_MS_SCALES if lip else SWIN_MS_SCALES, *window)
     return checks + _label_protocol_checks(dataset)
+
+
+# ------------------------------------------------------------------------------- model zoo
+
+
+#: The sssegmentation model-zoo figures of the context schemes (`docs/modelzoo/<method>/README.md`),
+#: kept apart from the paper's own figures (paper.csv): one row per figure, `source` naming the page.
+ZOO_CSV = REPO / "results" / "reference" / "modelzoo.csv"
+ZOO_COLUMNS = ["framework", "backbone", "dataset", "split", "protocol", "metric", "value", "crop", "schedule", "source"]
+
+
+def load_zoo(path: str | Path | None = None) -> dict[tuple[str, str, str, str, str], tuple[float, str]]:
+    """(framework, backbone, dataset, protocol, metric) -> (value, source page); ReferenceError naming
+    the row and column of a malformed entry."""
+    path = Path(path) if path is not None else ZOO_CSV
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if list(frame.columns) != ZOO_COLUMNS:
+        raise ReferenceError(f"{path}: columns {list(frame.columns)}; expected {ZOO_COLUMNS}")
+    bad = frame.index[~frame["protocol"].isin(PROTOCOLS)]
+    if len(bad):
+        raise ReferenceError(f"{path}: row {bad[0] + 2}: protocol {frame.at[bad[0], 'protocol']!r}; "
+                             f"allowed: {', '.join(PROTOCOLS)}")
+    values = pd.to_numeric(frame["value"], errors="coerce")
+    if values.isna().any():
+        row = int(values.index[values.isna()][0])
+        raise ReferenceError(f"{path}: row {row + 2}: value {frame.at[row, 'value']!r} is not a number")
+    empty = frame.index[frame["source"].str.strip() == ""]
+    if len(empty):
+        raise ReferenceError(f"{path}: row {empty[0] + 2}: source is empty; expected the model-zoo page")
+    index: dict[tuple[str, str, str, str, str], tuple[float, str]] = {}
+    for row, r in zip(frame.index, frame.itertuples(index=False)):
+        key = (r.framework, r.backbone, r.dataset, r.protocol, r.metric)
+        if key in index:
+            raise ReferenceError(f"{path}: row {row + 2}: duplicate figure for {key}")
+        index[key] = (float(values[row]), r.source)
+    return index

@@ -3,9 +3,9 @@
 * :func:`evaluate_checkpoint` (``python -m harness.evaluate --checkpoint model.pt --framework F
   [--idr] --dataset D ...``) evaluates a ``model.pt`` in our format (what ``harness.convert``
   writes from an official checkpoint, or a trained cell's ``model.pt``) under the setting of that
-  framework x dataset in the shipped experiment files (``experiments/full_table.yaml``;
-  ``experiments/sota.yaml`` for Swin) and writes a record with its provenance (source file name
-  and sha256, "released model", no training) under
+  framework x dataset in the shipped experiment files (``experiments/full_table.yaml``; the context
+  schemes ``experiments/context_schemes.yaml``; ``experiments/sota.yaml`` for Swin) and writes a
+  record with its provenance (source file name and sha256, "released model", no training) under
   ``results/<experiment>/cells/released_<cell id>@<test protocol>/record.json``.
   ``harness.tables`` shows such records as rows of their own, marked "(released)".
 * ``python -m harness.released experiments/released.yaml [--dry-run] [--only PATTERN]`` reads the
@@ -50,6 +50,7 @@ from harness.storage import Location, StorageError, check_reachable, parse_locat
 REPO = Path(__file__).resolve().parent.parent
 LIST_KIND = "released_models"  # `kind:` of a released-models file (not an experiment)
 SETTING_FILES = {"cnn": REPO / "experiments" / "full_table.yaml", "swin": REPO / "experiments" / "sota.yaml"}
+SCHEME_SETTING_FILE = REPO / "experiments" / "context_schemes.yaml"  # R-50-D8 context schemes (MCIBI++, ISNet, ...)
 CONVERT_BACKBONES = {"cnn": "resnet50c", "swin": "swin_large"}  # harness.convert's --backbone
 TABLE_NAME = "released"
 Protocol = Literal["ss", "flip", "ms+flip"]
@@ -68,12 +69,20 @@ def backbone_family(backbone: str) -> str:
     return "swin" if "swin" in resolve_name(backbone) else "cnn"
 
 
+def setting_file(framework: str, backbone: str) -> Path:
+    """The shipped experiment file whose cell of `framework` is the official setting of its checkpoint."""
+    from models.registry import carries_plugin
+
+    family = backbone_family(backbone)
+    return SCHEME_SETTING_FILE if family == "cnn" and carries_plugin(framework) else SETTING_FILES[family]
+
+
 def setting_cell(framework: str, idr: bool, dataset: str, backbone: str, experiment: str,
                  data_root: str | None = None, options: dict[str, Any] | None = None) -> Cell:
     """The cell of the shipped experiment file that describes how this model was trained officially."""
     from harness.data import validate_options
 
-    source = SETTING_FILES[backbone_family(backbone)]
+    source = setting_file(framework, backbone)
     overrides = [f"name={experiment}", f"grid.frameworks=[{framework}]", f"grid.datasets=[{dataset}]",
                  f"grid.idr=[{str(idr).lower()}]", "grid.seeds=[0]", "grid.sweep={}", f"model.backbone={backbone}"]
     if data_root is not None:

@@ -20,6 +20,7 @@ from harness.fileio import write_text_atomic
 from harness.plots import parse_results_cli, plot_all
 from harness.records import find_records
 from harness.tables import build_tables, load_index, write_tables
+from harness.tables.context_schemes import load_measurements
 
 REPORT_NAME = "report.html"
 MAX_LOG_CHARS = 1_000_000  # a longer train.log keeps its head and tail
@@ -116,7 +117,7 @@ def build_report(results_dir: Path, checkpoints: list[Path] | None = None, datas
     write_tables(results_dir, index)
     plots = [p for p in plot_all(results_dir, checkpoints, dataset, index, log) if p.suffix == ".png"]
     records = find_records(results_dir)
-    tables = build_tables(records, index)
+    tables = build_tables(records, index, load_measurements(results_dir))
     name = results_dir.name
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     body = [

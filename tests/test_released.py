@@ -125,10 +125,10 @@ def _listing(tmp_path: Path, files: list[str], **extra) -> Path:
 def test_shipped_list_names_every_release():
     listing = released.load_released(REPO / "experiments" / "released.yaml")
     files = [m.file for m in listing.models]
-    assert len(files) == len(set(files)) == 28 and listing.weights_dir == "weights"
+    assert len(files) == len(set(files)) == 58 and listing.weights_dir == "weights"  # 28 + 30 context schemes
     assert sum(f.startswith("idrnet_") for f in files) == 20
     assert all(m.url.endswith("/" + m.file) and m.url.startswith("https://github.com/SegmentationBLWX/") for m in listing.models)
-    swin = [m for m in listing.models if "swin" in m.file]
+    swin = [m for m in listing.models if "swin" in m.file and m.idr]
     assert {m.dataset for m in swin} == {"ade20k", "coco_stuff10k", "lip", "pascal_context59"}
     assert all("ms+flip" in m.protocols for m in swin)
 

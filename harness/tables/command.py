@@ -7,7 +7,9 @@ Writes into the results folder
 * `tables/<name>.{md,tex,csv}` for `quickstart`, `focus_classes`, `frameworks` (the four
   frameworks with and without IDR, one block of rows per dataset), `frameworks_overview` (the
   same in the paper's layout: frameworks x datasets), `sota` (UPerNet + Swin-L, per test
-  protocol) and `complexity` (params, GFLOPs, latency);
+  protocol), `complexity` (params, GFLOPs, latency) and, when the folder holds a context scheme,
+  `context_schemes` (IDR beside the schemes by paradigm; harness/tables/context_schemes.py; its
+  complexity from `harness.measure --json` results saved under `measure/*.json`);
 
 and prints the Markdown. LaTeX uses booktabs rules.
 

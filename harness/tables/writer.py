@@ -8,6 +8,7 @@ from harness import reference as ref
 from harness.fileio import write_text_atomic
 from harness.results import load, records_of
 from harness.tables.complexity import complexity_table
+from harness.tables.context_schemes import context_schemes_table, load_measurements, wants_table
 from harness.tables.frameworks import frameworks_tables
 from harness.tables.layout import MISSING, Table
 from harness.tables.main_table import (
@@ -32,15 +33,19 @@ def load_index() -> dict:
         return {}
 
 
-def build_tables(records: list[dict], index: dict | None = None) -> list[Table]:
-    """Every table, in the order they are printed."""
+def build_tables(records: list[dict], index: dict | None = None, measured: list[dict] | None = None) -> list[Table]:
+    """Every table, in the order they are printed; `context_schemes` only when the records (or the
+    harness.measure results `measured`) hold a context scheme."""
     index = load_index() if index is None else index
     groups = group_runs(records)
     _, setting_notes = setting_labels(groups)
     quick = dict_table("quickstart", "mIoU (%), baseline vs +IDR", main_rows(records), 3, setting_notes)
     focus = dict_table("focus_classes", "Per-class IoU (%) of the focus classes", focus_rows(records), 3, setting_notes)
     detail, overview = frameworks_tables(records, index)
-    return [quick, focus, overview, detail, sota_table(records, index), complexity_table(records, index)]
+    tables = [quick, focus, overview, detail, sota_table(records, index), complexity_table(records, index)]
+    if wants_table(records, measured or []):
+        tables.append(context_schemes_table(records, index, measured))
+    return tables
 
 
 def render(results_dir: Path) -> tuple[str, str]:
@@ -65,7 +70,7 @@ def write_tables(results_dir: Path, index: dict | None = None) -> str:
     write_text_atomic(results_dir / "table.csv", csv_content)
     out_dir = results_dir / TABLES_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
-    tables = build_tables(records_of(load(results_dir)), index)
+    tables = build_tables(records_of(load(results_dir)), index, load_measurements(results_dir))
     parts = [markdown]
     for table in tables:
         write_text_atomic(out_dir / f"{table.name}.md", table.markdown())

@@ -23,6 +23,8 @@ from models.plugins.wiring import PluginSite
 class ASPPHead(nn.Module):
     main_output = "decode"
 
+    context_modules = ("aspp",)  # harness.measure: the atrous spatial pyramid pooling
+
     def __init__(
         self,
         in_channels: list[int],

@@ -63,6 +63,8 @@ def isnet_options(options: Mapping[str, Any]) -> dict[str, bool]:
 class ISNetHead(nn.Module):
     main_output = "stage2"
 
+    context_modules = ("image_context", "semantic_context")  # harness.measure: both context blocks
+
     def __init__(
         self,
         in_channels: list[int],

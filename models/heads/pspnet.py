@@ -23,6 +23,8 @@ from models.plugins.wiring import PluginSite
 class PSPHead(nn.Module):
     main_output = "decode"
 
+    context_modules = ("ppm",)  # harness.measure: the pyramid pooling module
+
     def __init__(
         self,
         in_channels: list[int],

@@ -26,6 +26,8 @@ from models.plugins.wiring import PluginSite
 class UPerHead(nn.Module):
     main_output = "decode"
 
+    context_modules = ("ppm", "fpn")  # harness.measure: the PPM on the top level and the FPN (not the fuse conv)
+
     def __init__(
         self,
         in_channels: list[int],

@@ -179,6 +179,10 @@ class IDRCore:
 class IDRHead(IDRCore, nn.Module):
     main_output = "stage2"
 
+    # harness.measure: IDR's own parts, the stage-1 classifier (the class probabilities the relations are
+    # gathered with) and the self-attention on the relation context; the framework's coarse context is not IDR
+    context_modules = ("stage1", "refiner")
+
     def __init__(
         self,
         in_channels: list[int],

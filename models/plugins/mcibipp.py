@@ -183,6 +183,12 @@ class MCIBIPPHead(nn.Module):
         )
         self.decoder = PixelClassifier(wiring.stage2_channels, c, k, dropout, options.decode_kernel)
 
+    @property
+    def context_modules(self) -> tuple[str, ...]:
+        """harness.measure: MCIBI++'s own parts, as IDR's: the stage-1 classifier (the soft class weights that
+        read the memory), the memory read-out and the self-attention on the context when the config has it."""
+        return ("stage1", "memory") + (("context_attention",) if self.context_attention is not None else ())
+
     def forward(self, pyramid: list[torch.Tensor], target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         feats = self.bottleneck(pyramid[-1])
         coarse = self.wiring.coarse_context(feats, pyramid)

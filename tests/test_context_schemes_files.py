@@ -1,0 +1,93 @@
+"""The shipped files of the context-schemes comparison: released checkpoints, experiment files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import expand_cells, load_experiment
+from harness.official import check_pair, official_checkpoint_name, official_iterations, official_model_settings, \
+    official_schedule
+from harness.released import load_released, plan_jobs
+from models.registry import all_framework_names, carries_plugin
+
+REPO = Path(__file__).resolve().parent.parent
+RELEASED = REPO / "experiments" / "released.yaml"
+OFFICIAL_BACKBONES = {"resnet50c": "resnet50c", "swin_large_patch4_window12_384": "swin_large"}
+
+
+def scheme_entries():
+    return [e for e in load_released(RELEASED).models if carries_plugin(e.framework)]
+
+
+def test_released_scheme_entries_name_known_frameworks_and_official_files():
+    entries = scheme_entries()
+    assert len(entries) == 30  # 10 similarity, 3 ISNet, 16 MCIBI++ R50-D8, 1 MCIBI++ Swin-L
+    assert {e.framework for e in entries} <= set(all_framework_names())
+    for e in entries:
+        backbone = OFFICIAL_BACKBONES[e.backbone]
+        assert e.file == official_checkpoint_name(e.framework, e.dataset, backbone, idr=False), e.file
+        assert e.url.endswith("/" + e.file) and e.url.startswith("https://github.com/SegmentationBLWX/modelstore/")
+    assert len({e.file for e in load_released(RELEASED).models}) == len(load_released(RELEASED).models)
+
+
+@pytest.mark.slow
+def test_released_scheme_entries_plan_with_their_official_setting(tmp_path: Path):
+    listing = load_released(RELEASED)
+    jobs = plan_jobs(listing, RELEASED, tmp_path, ["mcibiplusplus_*", "isnet_*", "ocrnet_*"])
+    assert len(jobs) == 17 + 3 + 2
+    for job in jobs:
+        cell = job.cells[0]
+        backbone = OFFICIAL_BACKBONES[job.entry.backbone]
+        official = official_model_settings(cell.framework, cell.dataset, False, backbone)
+        model = cell.model.model_dump()
+        for key, value in official.items():
+            if key == "plugin_options":
+                assert _plugin_options_equal(model[key], value), (job.entry.file, model[key], value)
+            else:
+                assert model[key] == value, (job.entry.file, key, model[key], value)
+
+
+def _plugin_options_equal(ours: dict, official: dict) -> bool:
+    from models.plugins.mcibipp import MCIBIPPOptions
+
+    return MCIBIPPOptions.from_mapping(ours) == MCIBIPPOptions.from_mapping(official)
+
+
+def test_context_schemes_cells_follow_the_official_configs():
+    cells = expand_cells(load_experiment(REPO / "experiments" / "context_schemes.yaml"))
+    assert len(cells) == 61
+    for cell in cells:
+        check_pair(cell.framework, cell.dataset, "resnet50c", cell.idr)  # every cell has an official config
+        official = official_model_settings(cell.framework, cell.dataset, cell.idr)
+        model = cell.model.model_dump()
+        for key, value in official.items():
+            if key == "plugin_options":
+                assert _plugin_options_equal(model[key], value), (cell.cell_id, model[key], value)
+            else:
+                assert model[key] == value, (cell.cell_id, key, model[key], value)
+        schedule = official_schedule(cell.framework, cell.dataset, "resnet50c", cell.idr)
+        assert cell.train.batch_size == schedule.batch_size, cell.cell_id
+        assert cell.train.iterations == official_iterations(schedule, cell.dataset), cell.cell_id
+        assert (cell.train.lr, cell.train.weight_decay) == (schedule.lr, schedule.weight_decay), cell.cell_id
+    mcibipp = {(c.framework, c.dataset) for c in cells if c.framework.endswith("_mcibipp")}
+    idr = {(f"{c.framework}_mcibipp", c.dataset) for c in cells if c.idr}
+    assert mcibipp == idr and len(mcibipp) == 16  # MCIBI++ beside every IDR cell, four datasets
+
+
+def test_context_schemes_cpu_has_every_scheme_three_seeds():
+    cells = expand_cells(load_experiment(REPO / "experiments" / "context_schemes_cpu.yaml"))
+    assert {c.dataset for c in cells} == {"context_scenes"} and {c.seed for c in cells} == {0, 1, 2}
+    frameworks = {c.framework for c in cells}
+    assert {"nonlocalnet", "dnlnet", "ocrnet", "danet", "ccnet", "isnet", "fcn_mcibipp", "upernet_mcibipp"} <= frameworks
+    assert len(cells) == 54 and sum(c.idr for c in cells) == 12
+
+
+def test_grid_exclude_drops_matching_cells(tmp_path: Path):
+    text = (REPO / "experiments" / "cpu_table.yaml").read_text().replace(
+        "seeds: [0, 1, 2]", "seeds: [0, 1, 2]\n  exclude:\n    - {framework: [pspnet, upernet], seed: [1, 2]}")
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    cells = expand_cells(load_experiment(path))
+    assert len(cells) == 24 - 8
+    assert not any(c.framework in ("pspnet", "upernet") and c.seed > 0 for c in cells)
