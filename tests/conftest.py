@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -25,12 +26,40 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) every test that starts or
-    uses Ray runs in one worker, in order: one Ray session at a time on the machine, and its
-    teardown cannot reach another worker's cluster."""
+    """Under pytest-xdist (`-n 2 --dist loadgroup`, pyproject.toml) every test that uses the shared
+    Ray session runs in one worker, in order ("ray"); the tests that start clusters of their own run
+    in order in another group ("ray-own"), beside it. Each cluster is stopped, and its workers are
+    found, through its own processes only (`stop_cluster`, `train_worker_pids`)."""
     for item in items:
-        if item.get_closest_marker("ray") or "ray_session" in getattr(item, "fixturenames", ()):
+        if "ray_session" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.xdist_group("ray"))
+        elif item.get_closest_marker("ray"):  # its own clusters, stopped by their own processes
+            item.add_marker(pytest.mark.xdist_group("ray-own"))
+
+
+def train_worker_pids(address: str) -> list[int]:
+    """Pids of the Ray Train workers of the cluster at `address` (its raylets' children), never those
+    of another Ray on the machine."""
+    import ray  # noqa: F401  (puts the psutil Ray bundles on the path)
+    import psutil
+
+    gcs = re.compile(rf"--gcs-address=\S+:{address.rsplit(':', 1)[1]}(\s|$)")
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "raylet" not in cmdline or not gcs.search(cmdline):
+            continue
+        try:
+            children = proc.children(recursive=True)
+        except psutil.Error:
+            continue
+        for child in children:
+            try:
+                if "RayTrainWorker" in " ".join(child.cmdline()):
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+    return found
 
 
 def _free_port() -> int:

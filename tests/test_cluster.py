@@ -15,7 +15,7 @@ import yaml
 from harness.config import load_experiment
 from harness.run import main, resolve_cells
 from harness.train import PrintReporter, run_cell
-from tests.conftest import REPO, tiny_experiment
+from tests.conftest import REPO, tiny_experiment, train_worker_pids
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -45,18 +45,6 @@ def test_ray_job_submit_runs_an_experiment(ray_session, tmp_path):
     assert record["metrics"]["mIoU"] >= 0
 
 
-def _train_worker_pids() -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            try:
-                if b"RayTrainWorker" in (proc / "cmdline").read_bytes():
-                    pids.append(int(proc.name))
-            except OSError:
-                continue
-    return pids
-
-
 def test_killed_worker_resumes_from_its_checkpoint(ray_session, write_experiment, tmp_path):
     exp = tiny_experiment(
         "crash",
@@ -73,7 +61,7 @@ def test_killed_worker_resumes_from_its_checkpoint(ray_session, write_experiment
     deadline = time.monotonic() + 300
     while runner.is_alive() and not killed and time.monotonic() < deadline:
         if log.is_file() and "checkpoint at iteration 20" in log.read_text():
-            for pid in _train_worker_pids():
+            for pid in train_worker_pids(ray_session.address):
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
         time.sleep(0.2)

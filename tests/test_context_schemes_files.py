@@ -32,9 +32,9 @@ def test_released_scheme_entries_name_known_frameworks_and_official_files():
 
 
 @pytest.mark.slow
-def test_released_scheme_entries_plan_with_their_official_setting(tmp_path: Path):
+def test_released_scheme_entries_plan_with_their_official_setting():
     listing = load_released(RELEASED)
-    jobs = plan_jobs(listing, RELEASED, tmp_path, ["mcibiplusplus_*", "isnet_*", "ocrnet_*"])
+    jobs = plan_jobs(listing, RELEASED, ["mcibiplusplus_*", "isnet_*", "ocrnet_*"])
     assert len(jobs) == 17 + 3 + 2
     for job in jobs:
         cell = job.cells[0]

@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from harness.run import main
-from tests.conftest import REPO, tiny_experiment
+from tests.conftest import REPO, tiny_experiment, train_worker_pids
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -60,31 +60,6 @@ def test_bad_file_mid_split_is_refused_before_ray_starts(write_experiment, tmp_p
     assert main([str(path), "--results", str(results)]) == 2  # the stamp no longer matches: refused up front
     assert f"{bad}: cannot decode image" in capsys.readouterr().err
     assert not results.exists()
-
-
-def _train_worker_pids(address: str) -> list[int]:
-    """Pids of the Ray Train workers of the cluster at `address` (its raylets' children), never those
-    of another Ray on the machine."""
-    import ray  # noqa: F401  (puts the psutil Ray bundles on the path)
-    import psutil
-
-    gcs = re.compile(rf"--gcs-address=\S+:{address.rsplit(':', 1)[1]}(\s|$)")
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if "raylet" not in cmdline or not gcs.search(cmdline):
-            continue
-        try:
-            children = proc.children(recursive=True)
-        except psutil.Error:
-            continue
-        for child in children:
-            try:
-                if "RayTrainWorker" in " ".join(child.cmdline()):
-                    found.append(child.pid)
-            except psutil.Error:
-                continue
-    return found
 
 
 def _wait_for(predicate, seconds: float, what: str) -> None:
@@ -150,7 +125,7 @@ def test_killed_driver_resumes_without_retraining_or_duplicates(ray_session, req
         killed_at = time.time()
     assert is_file(baseline / "record.json") and not is_file(interrupted / "record.json")
     first = read_text(baseline / "record.json")
-    _wait_for(lambda: not _train_worker_pids(ray_session.address), 120, "the dead driver's workers to go")
+    _wait_for(lambda: not train_worker_pids(ray_session.address), 120, "the dead driver's workers to go")
     if root.is_local:
         (interrupted.local_path() / ".record.json.partial-99999-deadbeef").write_text('{"half')  # a record cut short
 
