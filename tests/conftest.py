@@ -115,9 +115,16 @@ def ray_session():
     subprocess.run(["ray", "get-auth-token", "--generate"], env=env, check=True, capture_output=True)
     port, dash, client = _free_port(), _free_port(), _free_port()
     temp_dir = tempfile.mkdtemp(prefix="idrbench-ray-")
+    # every port its own: a cluster another test starts beside it takes Ray's default agent ports,
+    # and a head whose job agent could not bind refuses `ray job submit`
+    agent_ports = {
+        flag: _free_port() for flag in ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port",
+                                        "--runtime-env-agent-port", "--metrics-export-port")
+    }
     start = [
         "ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--ray-client-server-port={client}",
+        *(f"{flag}={value}" for flag, value in agent_ports.items()),
         f"--temp-dir={temp_dir}", "--num-cpus=2", "--disable-usage-stats",
     ]
     subprocess.run(start, env=env, check=True, capture_output=True, timeout=180)
