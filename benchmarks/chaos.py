@@ -94,22 +94,11 @@ class Chaos:
 
     def train_workers(self) -> list[int]:
         """Pids of this cluster's Ray Train workers (never another Ray's on the machine)."""
-        import psutil
+        from tests.recovery import train_workers_under
 
-        found = []
-        for node in self.cluster.list_all_nodes():
-            for info in node.all_processes.get("raylet", []):
-                try:
-                    children = psutil.Process(info.process.pid).children(recursive=True)
-                except psutil.Error:
-                    continue
-                for child in children:
-                    try:
-                        if "RayTrainWorker" in " ".join(child.cmdline()):
-                            found.append(child.pid)
-                    except psutil.Error:
-                        continue
-        return found
+        raylets = [info.process.pid for node in self.cluster.list_all_nodes()
+                   for info in node.all_processes.get("raylet", [])]
+        return train_workers_under(raylets)
 
     def inject(self, kind: str) -> bool:
         """Do one fault; False when there was nothing to strike (no worker running)."""

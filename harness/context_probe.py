@@ -13,10 +13,21 @@ hand-made predictions and matrices whose answer is known):
   relation matrix. `IDRCore.record_deletion` writes the effect of deleting class d on the
   loss of ground-truth class c into R[d, c] (models.idr.update_relations indexes rows by the
   deleted class), so "deleting water hurts boat" is R[water, boat]: column boat, row water.
+  The rank is against every other class; the *partner margin* asks only what telling boat
+  from car needs: R[water, boat] - R[road, boat] (the true context against the partner's).
+
+`python -m harness.context_probe RESULTS_DIR` scores the relation matrix of every trained
++IDR cell on context scenes under RESULTS_DIR (its model.pt), also for records written
+before a measure existed.
 """
 from __future__ import annotations
 
+import argparse
 import copy
+import re
+import sys
+from pathlib import Path
+from statistics import fmean
 from typing import Any
 
 import numpy as np
@@ -90,18 +101,32 @@ def context_ranks(relations: torch.Tensor, context: torch.Tensor, objects: torch
     return 1 + ((columns >= true_value) & others).sum(1)
 
 
+def partner_margins(
+    relations: torch.Tensor, context: torch.Tensor, partner_context: torch.Tensor, objects: torch.Tensor
+) -> torch.Tensor:
+    """R[context[i], objects[i]] - R[partner_context[i], objects[i]]: positive when the object's
+    relation column weighs its own context above the context of the class it is confused with."""
+    return relations[context, objects] - relations[partner_context, objects]
+
+
 def relation_recovery(relations: torch.Tensor, class_names: tuple[str, ...] | list[str]) -> dict:
     """Ranks of each ambiguous class's true context class, their mean reciprocal rank and the
-    share ranked first (percent), out of K - 1 candidates."""
+    share ranked first (percent), out of K - 1 candidates; the partner margins (see
+    :func:`partner_margins`) and the share of them above zero (percent)."""
     index = {name: i for i, name in enumerate(class_names)}
     objects = torch.tensor([index[name] for name in AMBIGUOUS_OBJECTS])
     context = torch.tensor([index[TRUE_CONTEXT[name]] for name in AMBIGUOUS_OBJECTS])
-    ranks = context_ranks(relations.detach().float().cpu(), context, objects)
+    partner_context = torch.tensor([index[TRUE_CONTEXT[scenes.PARTNER[name]]] for name in AMBIGUOUS_OBJECTS])
+    matrix = relations.detach().float().cpu()
+    ranks = context_ranks(matrix, context, objects)
+    margins = partner_margins(matrix, context, partner_context, objects)
     return {
         "ranks": {name: int(rank) for name, rank in zip(AMBIGUOUS_OBJECTS, ranks)},
         "mean_reciprocal_rank": float((1.0 / ranks.double()).mean()),
         "share_first": 100.0 * float((ranks == 1).double().mean()),
         "candidates": len(class_names) - 1,
+        "partner_margin": {name: float(m) for name, m in zip(AMBIGUOUS_OBJECTS, margins)},
+        "partner_preferred": 100.0 * float((margins > 0).double().mean()),
     }
 
 
@@ -181,3 +206,66 @@ def evaluate_context_flip(
     result["swapped_mIoU"] = swapped_metrics["mIoU"]
     result["num_images"] = len(original)
     return result
+
+
+# ----------------------------------------------------------------------------- rescoring trained cells
+
+
+def rescore_records(results_dir: Path) -> list[dict]:
+    """Relation recovery of every +IDR context-scenes cell under `results_dir`, computed again from
+    the relation matrix in its model.pt: {"cell", "group" (the cell id without its seed), **recovery}."""
+    from harness.plots import load_relations
+    from harness.records import find_records
+
+    rows = []
+    for record in find_records(results_dir):
+        if record.get("dataset") != "context_scenes" or not record.get("idr"):
+            continue
+        model_file = Path(results_dir) / "cells" / record["cell_id"] / "model.pt"
+        relations = load_relations(model_file)["relations_mean"]
+        recovery = relation_recovery(relations, list(record["per_class_iou"]))
+        group = re.sub(r"_s\d+(?=_|$)", "", record["cell_id"], count=1)
+        rows.append({"cell": record["cell_id"], "group": group, **recovery})
+    return rows
+
+
+def recovery_summary(rows: list[dict]) -> str:
+    """A markdown table: per group of seeds, the mean reciprocal rank, the share ranked first,
+    the share of positive partner margins and the mean margin of each ambiguous class."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["group"], []).append(row)
+    header = ["cells (seeds)", "n", "MRR", "ranked first %", "partner preferred %",
+              *(f"margin {name}" for name in AMBIGUOUS_OBJECTS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for group, members in sorted(groups.items()):
+        figures = [fmean(m["mean_reciprocal_rank"] for m in members), fmean(m["share_first"] for m in members),
+                   fmean(m["partner_preferred"] for m in members),
+                   *(fmean(m["partner_margin"][name] for m in members) for name in AMBIGUOUS_OBJECTS)]
+        cells = [f"{figures[0]:.2f}", f"{figures[1]:.0f}", f"{figures[2]:.0f}", *(f"{v:+.3f}" for v in figures[3:])]
+        lines.append("| " + " | ".join([group, str(len(members)), *cells]) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.context_probe",
+                                     description="Score the learned relations of trained +IDR context-scenes cells.")
+    parser.add_argument("results", type=Path, help="an experiment's results folder (results/EXP)")
+    args = parser.parse_args(argv)
+    if not (args.results / "cells").is_dir():
+        print(f"error: {args.results}: no cells/ folder (expected an experiment's results folder)", file=sys.stderr)
+        return 2
+    try:
+        rows = rescore_records(args.results)
+    except (KeyError, OSError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"error: {args.results}: no trained +IDR cell on context_scenes", file=sys.stderr)
+        return 2
+    print(recovery_summary(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,23 +43,12 @@ def train_worker_pids(address: str) -> list[int]:
     import ray  # noqa: F401  (puts the psutil Ray bundles on the path)
     import psutil
 
+    from tests.recovery import train_workers_under
+
     gcs = re.compile(rf"--gcs-address=\S+:{address.rsplit(':', 1)[1]}(\s|$)")
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = " ".join(proc.info["cmdline"] or [])
-        if "raylet" not in cmdline or not gcs.search(cmdline):
-            continue
-        try:
-            children = proc.children(recursive=True)
-        except psutil.Error:
-            continue
-        for child in children:
-            try:
-                if "RayTrainWorker" in " ".join(child.cmdline()):
-                    found.append(child.pid)
-            except psutil.Error:
-                continue
-    return found
+    raylets = [p.pid for p in psutil.process_iter(["cmdline"])
+               if "raylet" in " ".join(p.info["cmdline"] or []) and gcs.search(" ".join(p.info["cmdline"] or []))]
+    return train_workers_under(raylets)
 
 
 def _free_port() -> int:

@@ -72,3 +72,24 @@ def checkpoint_stored(cell_storage, iteration: int) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return all(present.get(name) == size for manifest in manifests for name, size in manifest["files"].items())
+
+
+def train_workers_under(raylet_pids: list[int]) -> list[int]:
+    """Pids of the Ray Train workers started by these raylets (their descendants), so a test or the
+    chaos benchmark strikes its own cluster's workers, never another Ray's on the machine."""
+    import ray  # noqa: F401  (puts the psutil Ray bundles on the path)
+    import psutil
+
+    found = []
+    for pid in raylet_pids:
+        try:
+            children = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for child in children:
+            try:
+                if "RayTrainWorker" in " ".join(child.cmdline()):
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+    return found

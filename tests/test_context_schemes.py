@@ -1,8 +1,8 @@
-"""The similarity-driven context schemes as frameworks: building, experiment files, harness.run, measure.
+"""The similarity-driven context schemes as frameworks: building, experiment files, measure.
 
 Their equality with the official models is tests/test_scheme_parity_similarity.py; here they are
-built on a tiny backbone, from experiment files, trained a few iterations through harness.run
-and measured.
+built on a tiny backbone, from experiment files and measured; tests/test_schemes_run.py trains every
+scheme a few iterations through harness.run.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import torch
 from harness import measure as M
 from harness.config import ConfigError, ModelConfig, expand_cells, load_experiment
 from harness.official import SIMILARITY_SCHEMES
-from harness.run import main
 from models.registry import all_framework_names, build_segmentor, carries_plugin
 from tests.conftest import tiny_experiment
 
@@ -80,17 +79,3 @@ def test_measure_refuses_idr_on_for_a_scheme(capsys):
     assert M.main(["--framework", "nonlocalnet", "--idr", "on"]) == 2
     assert "takes no IDR" in capsys.readouterr().err
 
-
-@pytest.mark.slow
-@pytest.mark.ray
-def test_every_scheme_trains_through_harness_run(ray_session, write_experiment, tmp_path):
-    exp = tiny_experiment("schemes", grid={"frameworks": list(SIMILARITY_SCHEMES), "idr": [False]},
-                          train={"iterations": 2, "batch_size": 4, "log_interval": 1},
-                          scaling={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_cells": 2})
-    results = tmp_path / "results"
-    assert main([str(write_experiment(exp)), "--results", str(results)]) == 0
-    for scheme in SIMILARITY_SCHEMES:
-        cell = results / "schemes" / "cells" / f"{scheme}_context_scenes_resnet18_s0"
-        record = json.loads((cell / "record.json").read_text())
-        assert record["config"]["framework"] == scheme and 0.0 <= record["metrics"]["mIoU"] <= 100.0
-        assert "iter 2/2" in (cell / "train.log").read_text()

@@ -1,15 +1,18 @@
-"""Every context scheme of issue 23 (MCIBI++ on the four frameworks, ISNet, MCIBI) builds from an
-experiment file and trains a few iterations through harness.run on CPU, beside FCN +- IDR."""
+"""Every context scheme of issue 23 builds from an experiment file and trains a few iterations through
+harness.run on CPU: the similarity-driven ones, MCIBI++ on the four frameworks, ISNet and MCIBI, in one
+run (one Ray Tune grid, four cells at once) so the suite pays Ray's per-run start-up once."""
 import json
 
 import pytest
 import torch
 
 from harness.config import ConfigError, expand_cells, load_experiment
+from harness.official import SIMILARITY_SCHEMES
 from harness.run import main
 from tests.conftest import tiny_experiment
 
-SCHEMES = ["fcn_mcibipp", "pspnet_mcibipp", "deeplabv3_mcibipp", "upernet_mcibipp", "isnet", "mcibi"]
+SCHEMES = [*SIMILARITY_SCHEMES, "fcn_mcibipp", "pspnet_mcibipp", "deeplabv3_mcibipp", "upernet_mcibipp",
+           "isnet", "mcibi"]
 
 
 def test_idr_axis_skips_frameworks_that_carry_a_plugin(write_experiment):
@@ -23,15 +26,16 @@ def test_idr_axis_skips_frameworks_that_carry_a_plugin(write_experiment):
 @pytest.mark.ray
 @pytest.mark.slow
 def test_every_scheme_trains_through_harness_run(ray_session, write_experiment, tmp_path):
-    exp = tiny_experiment("schemes", grid={"frameworks": SCHEMES, "idr": [False]}, train={"iterations": 2},
-                          scaling={"num_workers": 1, "cpus_per_worker": 0.5, "max_concurrent_cells": 2})
+    exp = tiny_experiment("schemes", grid={"frameworks": SCHEMES, "idr": [False]}, train={"iterations": 2, "log_interval": 1},
+                          scaling={"num_workers": 1, "cpus_per_worker": 0.5, "max_concurrent_cells": 4})
     path = write_experiment(exp)
     results = tmp_path / "results"
     assert main([str(path), "--results", str(results), "--address", ray_session.address]) == 0
     for framework in SCHEMES:
         cell = results / "schemes" / "cells" / f"{framework}_context_scenes_resnet18_s0"
         record = json.loads((cell / "record.json").read_text())
-        assert 0.0 <= record["metrics"]["mIoU"] <= 100.0 and record["params"] > 0
+        assert record["config"]["framework"] == framework and record["params"] > 0
+        assert 0.0 <= record["metrics"]["mIoU"] <= 100.0 and "iter 2/2" in (cell / "train.log").read_text()
         state = torch.load(cell / "model.pt", weights_only=True)["model"]
         if framework.endswith("_mcibipp"):  # the memory moved from its (0, 1) start and was saved
             memory = state["head.memory.memory"]

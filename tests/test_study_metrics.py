@@ -1,6 +1,8 @@
 """Context flip rate and relation recovery (harness/context_probe.py) on hand-made cases."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -107,6 +109,57 @@ def test_orientation_column_is_the_object_row_the_deleted_class():
     assert result["ranks"]["boat"] == len(NAMES) - 1
     result = probe.relation_recovery(_matrix_with({("water", "boat"): 0.9}), NAMES)
     assert result["ranks"]["boat"] == 1 and result["ranks"]["car"] == len(NAMES) - 1
+
+
+def test_partner_margin_weighs_the_true_context_against_the_partners_only():
+    # a strong unrelated class (rock) outranks both contexts: ranks are poor, yet every object
+    # prefers its own context to its partner's, which is all that telling boat from car needs
+    pairs = {("rock", obj): 0.9 for obj in probe.TRUE_CONTEXT}
+    pairs.update({(ctx, obj): 0.1 for obj, ctx in probe.TRUE_CONTEXT.items()})
+    pairs.update({(probe.TRUE_CONTEXT[scenes.PARTNER[obj]], obj): -0.2 for obj in probe.TRUE_CONTEXT})
+    result = probe.relation_recovery(_matrix_with(pairs), NAMES)
+    assert set(result["ranks"].values()) == {2}
+    assert result["partner_margin"] == pytest.approx({obj: 0.3 for obj in probe.AMBIGUOUS_OBJECTS})
+    assert result["partner_preferred"] == 100.0
+    # the partner's context above the object's own: negative margins, none preferred
+    flipped = {(probe.TRUE_CONTEXT[scenes.PARTNER[obj]], obj): 0.4 for obj in probe.TRUE_CONTEXT}
+    result = probe.relation_recovery(_matrix_with(flipped), NAMES)
+    assert result["partner_margin"] == pytest.approx({obj: -0.4 for obj in probe.AMBIGUOUS_OBJECTS})
+    assert result["partner_preferred"] == 0.0
+
+
+def test_partner_margins_match_a_slow_reference_on_random_matrices():
+    torch.manual_seed(0)
+    relations = torch.randn(len(NAMES), len(NAMES))
+    result = probe.relation_recovery(relations, NAMES)
+    for obj in probe.AMBIGUOUS_OBJECTS:
+        own, other = probe.TRUE_CONTEXT[obj], probe.TRUE_CONTEXT[scenes.PARTNER[obj]]
+        expected = float(relations[ID[own], ID[obj]] - relations[ID[other], ID[obj]])
+        assert result["partner_margin"][obj] == pytest.approx(expected)
+
+
+def test_rescoring_reads_the_relations_of_trained_cells(tmp_path, capsys):
+    results = tmp_path / "exp"
+    for seed, scale in ((0, 1.0), (1, 3.0)):
+        cell = results / "cells" / f"fcn+idr_context_scenes_resnet18_s{seed}"
+        cell.mkdir(parents=True)
+        learned = probe.true_relations(NAMES) * 0.2 * scale + torch.eye(len(NAMES))
+        torch.save({"iteration": 3, "model": {"head.relations_mean": learned, "head.relations_var": learned}},
+                   cell / "model.pt")
+        record = {"cell_id": cell.name, "dataset": "context_scenes", "idr": True,
+                  "per_class_iou": {name: 50.0 for name in NAMES}}
+        (cell / "record.json").write_text(json.dumps(record))
+    baseline = results / "cells" / "fcn_context_scenes_resnet18_s0"
+    baseline.mkdir()
+    (baseline / "record.json").write_text(json.dumps({"cell_id": baseline.name, "dataset": "context_scenes",
+                                                      "idr": False, "per_class_iou": {}}))
+    assert probe.main([str(results)]) == 0
+    table = capsys.readouterr().out
+    row = next(line for line in table.splitlines() if line.startswith("| fcn+idr_context_scenes_resnet18 |"))
+    # two seeds in one row; margins 0.2 and 0.6 average to 0.4
+    assert row.split(" | ")[1:5] == ["2", "1.00", "100", "100"] and row.count("+0.400") == 4
+    assert probe.main([str(tmp_path / "missing")]) == 2
+    assert "no cells/ folder" in capsys.readouterr().err
 
 
 def test_the_swapped_twin_has_the_partner_labels_and_the_same_geometry():
