@@ -407,6 +407,8 @@ class Override(Strict):
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
+    findings: str = Field(default="", description="printed after the run's tables: what a study of this experiment "
+                                                  "found and where it is written up (docs/findings.md)")
     grid: Grid
     model: ModelConfig = ModelConfig()
     train: TrainConfig

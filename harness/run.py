@@ -328,6 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"total time {time.perf_counter() - start:.1f}s; results in {results_dir}")
     if any(s.status == "done" or s.status == "cached" for s in board.cells.values()):
         print(tables_brief(results_dir))
+        if exp.findings:
+            print(f"findings: {exp.findings}")
     phases.mark("tables written")
     phases.dump()
     return 1 if board.counts()["failed"] else 0

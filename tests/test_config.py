@@ -24,7 +24,7 @@ def test_valid_experiment_expands_to_cells(write_experiment):
         ("model.backbne=resnet18", "model.backbne: unknown key; did you mean model.backbone?"),
         ("model.zzz=1", "model.zzz: unknown key; allowed: backbone, pretrained"),
         ("trian.lr=0.1", "trian: unknown key; did you mean train?"),
-        ("zzz.lr=0.1", "zzz: unknown key; allowed: name, description, grid, model, train"),
+        ("zzz.lr=0.1", "zzz: unknown key; allowed: name, description, findings, grid, model, train"),
         ("train.iterations=many", "train.iterations: Input should be a valid integer"),
         ("grid.frameworks=[fcnn]", "grid.frameworks: unknown framework 'fcnn'; allowed: fcn"),
         ("grid.datasets=[ade21k]", "grid.datasets: unknown dataset 'ade21k'; allowed: "),

@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, capfd):
     # both cells at once, each 2 DDP workers of half a CPU (the test cluster has 2 CPUs)
-    exp = tiny_experiment("tiny", train={"log_interval": 1},
+    exp = tiny_experiment("tiny", train={"log_interval": 1}, findings="IDR helps here: see docs/findings.md",
                           scaling={"num_workers": 2, "cpus_per_worker": 0.5, "max_concurrent_cells": 2})
     path = write_experiment(exp)
     results = tmp_path / "results"
@@ -41,6 +41,7 @@ def test_tiny_experiment_through_ray(ray_session, write_experiment, tmp_path, ca
     assert "baseline mIoU" in out
     # the end of the run: the summary, the main table, where the paper-layout tables are
     assert "paper-layout tables (" in out and str(results / "tiny" / "tables") in out and "Swin" not in out
+    assert out.rstrip().splitlines()[-1] == "findings: IDR helps here: see docs/findings.md"  # after the tables
 
     # TensorBoard: every cell's event files, written by the driver; not Ray Tune's hint at its own folder
     assert "tensorboard --logdir" not in out + err
