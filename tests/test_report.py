@@ -150,5 +150,5 @@ def test_report_renders_in_headless_chromium(experiment, tmp_path):
     widths = [int(w) for w in match.group(1).split(",") if w]
     heights = [int(h) for h in match.group(2).split(",") if h]
     assert len(widths) == 6 and all(w > 0 for w in widths), widths  # every plot decoded
-    assert len(heights) == 6 and all(h > 0 for h in heights), heights  # every table laid out
+    assert len(heights) == 7 and all(h > 0 for h in heights), heights  # every table laid out (learning curves too)
     assert '<td class="label">FCN †1</td>' in dom and "context_scenes" in dom

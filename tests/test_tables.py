@@ -452,3 +452,28 @@ def test_controls_pair_with_the_same_baselines_and_flip_rates_get_columns(result
     assert {deletion["setting"], uniform["setting"]} == {"S1", "S2"}
     md_notes = " ".join(setting_labels(group_runs(find_records(results)))[1])
     assert "model.idr_relations=uniform" in md_notes
+
+
+def _curve(*values: float) -> dict:
+    return {"learning_curve": {"eval_interval": 100, "images": "first 8 of val",
+                               "points": [{"iteration": 100 * (i + 1), "mIoU": v} for i, v in enumerate(values)]}}
+
+
+def test_learning_curves_table_averages_seeds_per_setting_and_shows_shared_baselines_once(results):
+    for seed in (0, 1):
+        make_record(results, "fcn", "ade20k", idr=False, seed=seed, extra=_curve(10.0 + seed, 20.0 + seed))
+        make_record(results, "fcn", "ade20k", idr=True, seed=seed, extra=_curve(30.0 + seed, 40.0 + seed))
+        make_record(results, "fcn", "ade20k", idr=True, seed=seed, suffix="_uniform", model={"idr_relations": "uniform"},
+                    extra=_curve(50.0, 60.0) if seed == 0 else None)
+    make_record(results, "pspnet", "ade20k", idr=False)  # no curve: no row
+    table = tables_of(results)["learning_curves"]
+    rows = [r for b in table.blocks for r in b.rows]
+    assert table.columns[-2:] == ["100", "200"]
+    assert [r[3:] for r in rows] == [["baseline", "", "2", "10.5", "20.5"],
+                                     ["+IDR", "S1", "2", "30.5", "40.5"],
+                                     ["+IDR", "S2", "1", "50.0", "60.0"]]
+
+
+def test_no_learning_curve_no_table(results):
+    make_record(results, "fcn", "ade20k", idr=False)
+    assert "learning_curves" not in tables_of(results)

@@ -8,6 +8,7 @@ from harness import reference as ref
 from harness.fileio import write_text_atomic
 from harness.results import load, records_of
 from harness.tables.complexity import complexity_table
+from harness.tables.curves import curve_rows
 from harness.tables.context_schemes import context_schemes_table, load_measurements, wants_table
 from harness.tables.frameworks import frameworks_tables
 from harness.tables.layout import MISSING, Table
@@ -45,6 +46,10 @@ def build_tables(records: list[dict], index: dict | None = None, measured: list[
     tables = [quick, focus, overview, detail, sota_table(records, index), complexity_table(records, index)]
     if wants_table(records, measured or []):
         tables.append(context_schemes_table(records, index, measured))
+    curves = curve_rows(records)
+    if curves:
+        title = "Learning curves: mIoU (%) on the curve images at each iteration, mean over seeds"
+        tables.append(dict_table("learning_curves", title, curves, 6, setting_notes))
     return tables
 
 
