@@ -477,3 +477,18 @@ def test_learning_curves_table_averages_seeds_per_setting_and_shows_shared_basel
 def test_no_learning_curve_no_table(results):
     make_record(results, "fcn", "ade20k", idr=False)
     assert "learning_curves" not in tables_of(results)
+
+
+def test_a_variant_records_its_sweep_and_still_pairs_with_the_baselines(results):
+    from harness.tables import main_rows
+
+    for seed in (0, 1):
+        make_record(results, "fcn", "ade20k", idr=False, seed=seed, miou=40.0 + seed)
+        make_record(results, "fcn", "ade20k", idr=True, seed=seed, miou=45.0 + seed)
+        control = make_record(results, "fcn", "ade20k", idr=True, seed=seed, miou=41.0 + seed, suffix="_none",
+                              model={"idr_relations": "none"})
+        control["config"]["sweep"] = {"model.idr_relations": "none"}  # as grid.variants records it
+        (results / "cells" / control["cell_id"] / "record.json").write_text(json.dumps(control))
+    rows = main_rows(find_records(results))
+    assert sorted(r["+IDR mIoU"] for r in rows) == ["41.50 ± 0.71 (n=2)", "45.50 ± 0.71 (n=2)"]
+    assert {r["baseline mIoU"] for r in rows} == {"40.50 ± 0.71 (n=2)"}

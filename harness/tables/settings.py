@@ -26,7 +26,7 @@ IGNORED_KEYS = (
     "eval.batch_size",
 )
 
-IGNORED_PREFIXES = ("scaling.",)
+IGNORED_PREFIXES = ("scaling.", "sweep.")  # a sweep's or variant's values are in the keys they set
 
 # keys only an IDR model reads: a baseline's values of them do not change it, so one baseline
 # pairs with every +IDR setting that differs from it in these keys alone (controls, wiring sweeps)
