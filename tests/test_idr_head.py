@@ -250,7 +250,8 @@ def test_relation_controls_keep_the_parameters_and_change_the_prediction(mode):
 def _forward_as_before(head, pyramid, target):
     """The IDR head's training forward as it was before stage 2 was shared: the deleted pass calls
     the stage-2 decoder a second time on [F, Z', extra], after restoring the generator state the
-    anchor's call started from (so that both draw the same dropout masks)."""
+    anchor's call started from (so that both draw the same dropout masks). Each pass convolves F
+    for the refiner itself (the gradient reaches F by the same path as in the head)."""
     feats = head.bottleneck(pyramid[-1])
     coarse = head.wiring.coarse_context(feats, pyramid)
     if head.wiring.refine_at == "before":
@@ -261,14 +262,14 @@ def _forward_as_before(head, pyramid, target):
     if head.wiring.refine_at == "after":
         coarse = head.wiring.refine(coarse)
     feats_plus, reps, present = head.enhance(feats, stage1)
-    id_context = head.id_context(feats_plus, reps, present, stage1)
+    id_context = head.id_context(feats_plus, reps, present, stage1, head.feats_projections(feats))
     extra = head.wiring.stage2_context(coarse, pyramid)
     rng_before_stage2 = torch.get_rng_state()
     stage2 = head.stage2(idr_head.stage2_input(feats, id_context, extra))
     with torch.no_grad():
         deleted = idr_head.pick_deleted_classes(present, head.pick_counts)
         present_d, reps_d = idr.exclude_classes(present, reps, deleted)
-        id_context_d = head.id_context(feats_plus, reps_d, present_d, stage1)
+        id_context_d = head.id_context(feats_plus, reps_d, present_d, stage1, head.feats_projections(feats))
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(rng_before_stage2)
             stage2_deleted = head.stage2(idr_head.stage2_input(feats, id_context_d, extra))
