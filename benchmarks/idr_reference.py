@@ -23,6 +23,7 @@ __all__ = [
     "ref_deletion_effect",
     "ref_update_relations",
     "ref_class_means",
+    "ref_project_joint",
 ]
 
 NEG_FILL = -1e16
@@ -150,3 +151,11 @@ def ref_class_means(feats, target, num_classes, ignore_index):
         means[k] = up[mask].mean(dim=0)
         present[k] = True
     return means, present
+
+
+def ref_project_joint(pixel_feats, pixel_weight, class_feats, class_weight, logits):
+    """The 1x1 conv of the joint map as the official code computes it: [P, class_feats[argmax]]
+    materialised for every pixel, then one convolution with [W_P, W_D]."""
+    joint = torch.cat([pixel_feats, ref_scatter_to_pixels(class_feats, logits)], dim=1)
+    weight = torch.cat([pixel_weight, class_weight], dim=1)
+    return F.conv2d(joint, weight[:, :, None, None])

@@ -99,6 +99,20 @@ def scatter_to_pixels(ctx: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return pixels.transpose(1, 2).reshape(b, c, h, w)
 
 
+def project_joint(
+    pixel_projection: torch.Tensor, class_feats: torch.Tensor, class_weight: torch.Tensor, logits: torch.Tensor
+) -> torch.Tensor:
+    """A bias-free 1x1 conv W = [W_P, W_D] of the joint map [P, D[argmax]]: [B,O,h,w].
+
+    The joint map of step 6 is per-pixel features P (F) beside vectors each pixel takes from its
+    argmax class (the dataset representation and the two relation contexts). The conv is linear,
+    so W_D is applied to the K class vectors and the result scattered to the pixels, instead of
+    W_D to every pixel; `pixel_projection` is W_P P (shared by the anchor and deleted passes).
+    class_feats [B,K,D], class_weight W_D [O,D].
+    """
+    return pixel_projection + scatter_to_pixels(class_feats @ class_weight.t(), logits)
+
+
 def _per_class_stats(
     values: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -69,12 +69,29 @@ class SelfAttentionBlock(nn.Module):
         self.scale = transform_channels**-0.5
 
     def forward(self, query_feats: torch.Tensor, key_feats: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = query_feats.shape
-        query = _positions(self.query_project(query_feats))  # [B,1,N,T]
-        key = _positions(self.key_project(key_feats))  # [B,1,M,T]
-        value = _positions(self.value_project(key_feats))  # [B,1,M,T]
+        first_convs = [projection[0][0] for projection in self.projections()]
+        inputs = (query_feats, key_feats, key_feats)
+        return self.attend(*(conv(x) for conv, x in zip(first_convs, inputs)))
+
+    def projections(self) -> tuple[nn.Sequential, nn.Sequential, nn.Sequential]:
+        """The query, key and value projections; each starts with a bias-free 1x1 convolution."""
+        return self.query_project, self.key_project, self.value_project
+
+    def attend(self, query_pre: torch.Tensor, key_pre: torch.Tensor, value_pre: torch.Tensor) -> torch.Tensor:
+        """The block from the outputs of the projections' first convolutions on (query, key, key)."""
+        b, _, h, w = query_pre.shape
+        query, key, value = (
+            _positions(_after_first_conv(projection, pre))  # [B,1,N,T], [B,1,M,T], [B,1,M,T]
+            for projection, pre in zip(self.projections(), (query_pre, key_pre, value_pre))
+        )
         context = F.scaled_dot_product_attention(query, key, value, scale=self.scale)  # [B,1,N,T]
         return self.out_project(context.squeeze(1).transpose(1, 2).reshape(b, -1, h, w))
+
+
+def _after_first_conv(projection: nn.Sequential, pre_activation: torch.Tensor) -> torch.Tensor:
+    """`projection` (conv-BN-ReLU layers) with its first convolution's output given."""
+    first = projection[0]
+    return projection[1:](first[2](first[1](pre_activation)))
 
 
 class LearnableScale(nn.Module):

@@ -363,6 +363,45 @@ def test_excluded_class_pixels_get_zero_context():
         assert (out[b][:, mask] == 0).all()
 
 
+
+# ----------------------------------------------------------------------------
+# project_joint: the joint map's 1x1 conv, class part applied per class
+# ----------------------------------------------------------------------------
+# (B, K, P, D, O, H, W, n_present, n_single)
+JOINT_CASES = [
+    pytest.param(2, 7, 4, 10, 5, 8, 9, 4, 1, id="K7"),
+    pytest.param(2, 150, 8, 20, 12, 16, 16, 30, 3, id="K150"),
+    pytest.param(2, 4, 3, 6, 2, 1, 1, 1, 0, id="1x1"),
+]
+
+
+@pytest.mark.parametrize("B,K,P,D,O,H,W,n_present,n_single", JOINT_CASES)
+def test_project_joint_values_and_gradients(B, K, P, D, O, H, W, n_present, n_single):
+    g = _gen(4500 + K)
+    logits, _ = make_logits(B, K, H, W, n_present, n_single, g)
+    inputs = {
+        "pixel_feats": torch.randn(B, P, H, W, generator=g),
+        "pixel_weight": torch.randn(O, P, generator=g),
+        "class_feats": torch.randn(B, K, D, generator=g),
+        "class_weight": torch.randn(O, D, generator=g),
+    }
+    w_out = torch.randn(B, O, H, W, generator=g)
+    f32 = {name: t.clone().requires_grad_(True) for name, t in inputs.items()}
+    pixel_projection = torch.nn.functional.conv2d(f32["pixel_feats"], f32["pixel_weight"][:, :, None, None])
+    out = idr.project_joint(pixel_projection, f32["class_feats"], f32["class_weight"], logits)
+    (out * w_out).sum().backward()
+    f64 = {name: t.double().requires_grad_(True) for name, t in inputs.items()}
+    out_r = ref.ref_project_joint(
+        f64["pixel_feats"], f64["pixel_weight"], f64["class_feats"], f64["class_weight"], logits.double()
+    )
+    (out_r * w_out.double()).sum().backward()
+    scale = max(1.0, out_r.abs().max().item())
+    _assert_close(out.detach() / scale, out_r.detach() / scale, "joint projection")
+    for name in inputs:
+        grad_scale = max(1.0, f64[name].grad.abs().max().item())
+        _assert_close(f32[name].grad / grad_scale, f64[name].grad / grad_scale, f"d/d {name}")
+        assert f64[name].grad.abs().max() > 0, name  # the check is not vacuous
+
 # ----------------------------------------------------------------------------
 # deletion_effect
 # ----------------------------------------------------------------------------

@@ -250,7 +250,8 @@ def test_relation_controls_keep_the_parameters_and_change_the_prediction(mode):
 def _forward_as_before(head, pyramid, target):
     """The IDR head's training forward as it was before stage 2 was shared: the deleted pass calls
     the stage-2 decoder a second time on [F, Z', extra], after restoring the generator state the
-    anchor's call started from (so that both draw the same dropout masks)."""
+    anchor's call started from (so that both draw the same dropout masks). Each pass convolves F
+    for the refiner itself (the gradient reaches F by the same path as in the head)."""
     feats = head.bottleneck(pyramid[-1])
     coarse = head.wiring.coarse_context(feats, pyramid)
     if head.wiring.refine_at == "before":
@@ -261,14 +262,14 @@ def _forward_as_before(head, pyramid, target):
     if head.wiring.refine_at == "after":
         coarse = head.wiring.refine(coarse)
     feats_plus, reps, present = head.enhance(feats, stage1)
-    id_context = head.id_context(feats_plus, reps, present, stage1)
+    id_context = head.id_context(feats_plus, reps, present, stage1, head.feats_projections(feats))
     extra = head.wiring.stage2_context(coarse, pyramid)
     rng_before_stage2 = torch.get_rng_state()
     stage2 = head.stage2(idr_head.stage2_input(feats, id_context, extra))
     with torch.no_grad():
         deleted = idr_head.pick_deleted_classes(present, head.pick_counts)
         present_d, reps_d = idr.exclude_classes(present, reps, deleted)
-        id_context_d = head.id_context(feats_plus, reps_d, present_d, stage1)
+        id_context_d = head.id_context(feats_plus, reps_d, present_d, stage1, head.feats_projections(feats))
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(rng_before_stage2)
             stage2_deleted = head.stage2(idr_head.stage2_input(feats, id_context_d, extra))
@@ -306,3 +307,39 @@ def test_shared_stage2_matches_the_two_pass_reference_in_float32(monkeypatch, fr
         assert torch.equal(p.grad, p_ref.grad), name
     for (name, buf), buf_ref in zip(model.named_buffers(), reference.buffers()):
         assert torch.allclose(buf, buf_ref, rtol=0, atol=1e-6), name
+
+
+def _id_context_from_the_joint_map(head, feats_plus, reps, present, stage1):
+    """Steps 4-6 as the official code runs them: the 6C joint map built for every pixel, then the refiner."""
+    ctx_mean = idr.scatter_to_pixels(idr.relation_context(reps, present, head.relations_mean, True), stage1)
+    ctx_var = idr.scatter_to_pixels(idr.relation_context(reps, present, head.relations_var, False), stage1)
+    joint = torch.cat([feats_plus, ctx_mean, ctx_var], dim=1)
+    return head.refiner(joint, joint)
+
+
+def test_id_context_per_class_projection_matches_the_joint_map_in_float64():
+    """The refiner's first convolutions applied per class (idr.project_joint) == on the joint map:
+    the context and the gradients reaching F and every refiner parameter, in a training step's BatchNorm mode."""
+    torch.manual_seed(0)
+    head = build_segmentor("fcn", True, K, tiny_cfg()).head.double().train()
+    g = torch.Generator().manual_seed(5)
+    head.dataset_reps.copy_(torch.randn(K, 16, generator=g, dtype=torch.float64))
+    head.relations_mean.copy_(torch.randn(K, K, generator=g, dtype=torch.float64))
+    head.relations_var.copy_(torch.randn(K, K, generator=g, dtype=torch.float64))
+    feats = torch.randn(2, 16, 8, 8, generator=g, dtype=torch.float64)
+    stage1 = torch.randn(2, K, 8, 8, generator=g, dtype=torch.float64)
+    weight = torch.randn(2, 16, 8, 8, generator=g, dtype=torch.float64)
+    results = []
+    for id_context in (head.id_context, lambda *args: _id_context_from_the_joint_map(head, *args)):
+        x = feats.clone().requires_grad_()
+        head.zero_grad()
+        feats_plus, reps, present = head.enhance(x, stage1)
+        out = id_context(feats_plus, reps, present, stage1)
+        (out * weight).sum().backward()
+        results.append((out.detach(), x.grad, [p.grad.clone() for p in head.refiner.parameters()]))
+    (out, x_grad, grads), (out_ref, x_grad_ref, grads_ref) = results
+    assert present.sum(1).min() > 1
+    assert (out - out_ref).abs().max() <= 1e-10
+    assert (x_grad - x_grad_ref).abs().max() <= 1e-10 * x_grad_ref.abs().max()
+    for g_new, g_ref in zip(grads, grads_ref):
+        assert (g_new - g_ref).abs().max() <= 1e-10 * max(1.0, g_ref.abs().max().item())

@@ -23,9 +23,9 @@ from models.idr import (
     deletion_effect,
     exclude_classes,
     group_by_class,
+    project_joint,
     relation_context,
     relations_for_mode,
-    scatter_to_pixels,
     update_relations,
 )
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
@@ -130,16 +130,42 @@ class IDRCore:
         reps, present = group_by_class(feats_plus, stage1)
         return feats_plus, reps, present
 
+    def feats_projections(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """The refiner's query, key and value first convolutions on the F part of the joint map
+        alone: the per-pixel part of step 6, the same in the anchor and the deleted pass."""
+        c = feats.shape[1]
+        return [F.conv2d(feats, projection[0][0].weight[:, :c]) for projection in self.refiner.projections()]
+
     def id_context(
-        self, feats_plus: torch.Tensor, reps: torch.Tensor, present: torch.Tensor, stage1: torch.Tensor
+        self,
+        feats_plus: torch.Tensor,
+        reps: torch.Tensor,
+        present: torch.Tensor,
+        stage1: torch.Tensor,
+        feats_projections: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Steps 4-6: relation-guided interaction, back to pixels, self-attention refinement."""
+        """Steps 4-6: relation-guided interaction, back to pixels, self-attention refinement.
+
+        The refiner reads the joint map [F, D[pseudo], ctx_mean, ctx_var] (6C); all but F are
+        vectors of the pixel's stage-1 class, so the first convolutions are applied per class
+        (:func:`project_joint`) and the joint map is never built. `feats_plus` is :meth:`enhance`'s
+        with the current `dataset_reps`; `feats_projections` (:meth:`feats_projections` of F) is
+        computed here when not given.
+        """
         mean, present_mean = relations_for_mode(self.relations_mean, present, self.relation_mode)
         var, present_var = relations_for_mode(self.relations_var, present, self.relation_mode)
-        ctx_mean = scatter_to_pixels(relation_context(reps, present_mean, mean, True), stage1)
-        ctx_var = scatter_to_pixels(relation_context(reps, present_var, var, False), stage1)
-        joint = torch.cat([feats_plus, ctx_mean, ctx_var], dim=1)
-        return self.refiner(joint, joint)
+        ctx_mean = relation_context(reps, present_mean, mean, True)
+        ctx_var = relation_context(reps, present_var, var, False)
+        c = self.dataset_reps.shape[1]
+        if feats_projections is None:
+            feats_projections = self.feats_projections(feats_plus[:, :c])
+        dataset = self.dataset_reps.to(reps.dtype).expand(reps.shape[0], -1, -1)
+        class_feats = torch.cat([dataset, ctx_mean, ctx_var], dim=-1)  # [B,K,5C]
+        pre_activations = [
+            project_joint(pixel_part, class_feats, projection[0][0].weight[:, c:, 0, 0], stage1)
+            for pixel_part, projection in zip(feats_projections, self.refiner.projections())
+        ]
+        return self.refiner.attend(*pre_activations)
 
     def anchor_pixel_loss(self, anchor: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-pixel cross-entropy of anchor logits upsampled bilinearly to the label size."""
@@ -224,27 +250,32 @@ class IDRHead(IDRCore, nn.Module):
         if refine_at == "after":
             coarse = self.wiring.refine(coarse)
         feats_plus, reps, present = self.enhance(feats, stage1)
-        id_context = self.id_context(feats_plus, reps, present, stage1)
+        feats_projections = self.feats_projections(feats)
+        id_context = self.id_context(feats_plus, reps, present, stage1, feats_projections)
         extra = self.wiring.stage2_context(coarse, pyramid)
         anchor = stage2_anchor(self.stage2, feats, id_context, extra)
         outputs = {"stage1": stage1, "stage2": anchor.logits}
         if self.training and target is not None:
             with torch.no_grad():
-                pending = self.update_relations_by_deletion(feats_plus, reps, present, stage1, anchor)
+                pending = self.update_relations_by_deletion(
+                    feats_plus, reps, present, stage1, anchor, feats_projections
+                )
                 self.update_dataset_reps(feats, target)
             if pending is not None:
                 outputs[DELETION_OUTPUT] = pending
         return outputs
 
-    def update_relations_by_deletion(self, feats_plus, reps, present, stage1, anchor: Stage2Anchor) -> PendingDeletion:
+    def update_relations_by_deletion(
+        self, feats_plus, reps, present, stage1, anchor: Stage2Anchor, feats_projections: list[torch.Tensor]
+    ) -> PendingDeletion:
         """Step 8: delete one class per image and re-run steps 4-7; the caller records the effect.
 
-        Everything before step 4 is the anchor's (F, F+, the grouping); stage 2 reuses the
-        anchor's first convolution and dropout masks (:func:`deleted_stage2`).
+        Everything before step 4 is the anchor's (F, F+, the grouping, the refiner's convolutions
+        of F); stage 2 reuses the anchor's first convolution and dropout masks (:func:`deleted_stage2`).
         """
         deleted = pick_deleted_classes(present, self.pick_counts)
         present_d, reps_d = exclude_classes(present, reps, deleted)
-        id_context = self.id_context(feats_plus, reps_d, present_d, stage1)
+        id_context = self.id_context(feats_plus, reps_d, present_d, stage1, feats_projections)
         return PendingDeletion(deleted_stage2(self.stage2, anchor, id_context), deleted)
 
 
