@@ -240,7 +240,7 @@ def scheme_checkpoint_stem(framework: str, dataset: str, backbone: str = R50) ->
     check_scheme_pair(framework, dataset, backbone)
     net = "swinlarge" if backbone == SWIN_L else "resnet50os8"
     if framework == "mcibi":
-        return f"mcibi_deeplabv3_{net}"
+        return "mcibi_deeplabv3_r50"  # docs/modelzoo/mcibi/README.md names its files mcibi_deeplabv3_r50_<data>.pth
     if framework in OWN_HEAD_DATASETS:
         return f"{framework}_{net}"
     return f"mcibiplusplus_{MCIBIPP_ZOO_STEMS[MCIBIPP_FRAMEWORKS[framework]]}{net}"
