@@ -26,7 +26,8 @@ from torch import nn
 
 from harness.convert import build_official_model
 from harness.measure import context_module_names
-from harness.official import R50, SIMILARITY_SCHEMES, official_segmentor_cfg
+from harness.official import R50, official_segmentor_cfg
+from harness.official_schemes import SIMILARITY_SCHEMES
 
 OFFICIAL_CONTEXT = {
     "nonlocalnet": ("nl_block",), "dnlnet": ("dnl_block",),

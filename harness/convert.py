@@ -32,12 +32,11 @@ from harness.official import (
     FRAMEWORKS,
     OFFICIAL_NUM_CLASSES,
     R50,
-    SIMILARITY_SCHEMES,
     SWIN_L,
     check_pair,
     our_model_config,
 )
-from harness.official_schemes import MCIBIPP_FRAMEWORKS, OWN_HEAD_DATASETS, is_scheme
+from harness.official_schemes import MCIBIPP_FRAMEWORKS, OWN_HEAD_DATASETS, SIMILARITY_SCHEMES, is_scheme
 
 BACKBONES = (R50, SWIN_L)
 _ATTENTION_PARTS = ("key_project", "query_project", "value_project", "out_project")

@@ -8,9 +8,9 @@ written here. :func:`official_segmentor_cfg` gives the dict `BuildSegmentor(cfg,
 choices as our `ModelConfig` keys, and :func:`official_schedule` the training schedule.
 
 Names: frameworks are ours (fcn, pspnet, deeplabv3, upernet; the official IDRNet names them
-fcn, ppm, aspp, upernet; the similarity schemes nonlocalnet, dnlnet, ocrnet, danet, ccnet, as
-the official configs, baselines only, ADE20K and Cityscapes), datasets are ours (ade20k, cityscapes, coco_stuff10k, lip,
-pascal_context59), backbones `resnet50c` (ResNet-50 V1c, output stride 8) or `swin_large`.
+fcn, ppm, aspp, upernet; the context schemes' settings are in harness/official_schemes.py),
+datasets are ours (ade20k, cityscapes, coco_stuff10k, lip, pascal_context59), backbones
+`resnet50c` (ResNet-50 V1c, output stride 8) or `swin_large`.
 """
 from __future__ import annotations
 
@@ -19,16 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import official_schemes as schemes
+from harness.official_schemes import SCHEME_DATASETS, SIMILARITY_SCHEMES  # noqa: F401 (SCHEME_DATASETS: still importable here)
 
 R50 = "resnet50c"
 SWIN_L = "swin_large"
 R50_DATASETS = ("ade20k", "cityscapes", "coco_stuff10k", "lip")
 SWIN_DATASETS = ("ade20k", "coco_stuff10k", "lip", "pascal_context59")
 FRAMEWORKS = ("fcn", "pspnet", "deeplabv3", "upernet")
-#: Similarity-driven context schemes, frameworks of their own (no IDR variant), R50-D8 on these datasets
-#: (ssseg/configs/<scheme>/<scheme>_resnet50os8_<dataset>.py; the two differ only in the class count).
-SIMILARITY_SCHEMES = ("nonlocalnet", "dnlnet", "ocrnet", "danet", "ccnet")
-SCHEME_DATASETS = ("ade20k", "cityscapes")
 
 #: Class counts of the official dataset classes (COCO-Stuff-10k: 182-way, raw id - 1).
 OFFICIAL_NUM_CLASSES: dict[str, int] = {
@@ -93,11 +90,7 @@ def check_pair(framework: str, dataset: str, backbone: str = R50, idr: bool = Tr
         schemes.check_scheme_pair(framework, dataset, backbone)
         return
     if backbone == R50 and framework in SIMILARITY_SCHEMES:
-        if idr or dataset not in SCHEME_DATASETS:
-            raise ValueError(
-                f"no official R50 config for {framework}{'+idr' if idr else ''}/{dataset}; a context scheme has "
-                f"no IDR variant; datasets: {', '.join(SCHEME_DATASETS)}"
-            )
+        schemes.check_similarity_pair(framework, dataset, idr)
     elif backbone == R50:
         if framework not in FRAMEWORKS or dataset not in R50_DATASETS:
             raise ValueError(
@@ -176,13 +169,7 @@ def official_schedule(framework: str, dataset: str, backbone: str = R50, idr: bo
             "adamw", 6e-5, 0.01, 0.0, 1.0, 1500, _SWIN_CROP[dataset], 16, _SWIN_EPOCHS[dataset],
             no_decay_names=("absolute_pos_embed", "relative_position_bias_table", "norm"),
         )
-    epochs, batch = _R50_EPOCHS_BATCH[dataset]
-    if framework == "ocrnet" and dataset == "cityscapes":
-        epochs = 440  # ssseg/configs/ocrnet/ocrnet_resnet50os8_cityscapes.py
-    if framework == "mcibi" and dataset == "cityscapes":
-        epochs, batch = 440, 16  # ssseg/configs/mcibi/mcibi_deeplabv3_resnet50os8_cityscapes.py (on trainval)
-    if framework == "isnet" and dataset == "cityscapes":
-        epochs, batch = 440, 16  # ssseg/configs/isnet/isnet_resnet50os8_cityscapes.py (DATALOADER_CFG_BS16)
+    epochs, batch = schemes.SCHEME_SCHEDULES.get((framework, dataset), _R50_EPOCHS_BATCH[dataset])
     lr, wd = (0.001, 1e-4) if dataset == "coco_stuff10k" else (0.01, 5e-4)
     return Schedule("sgd", lr, wd, lr * 0.01, 0.9, 0, _R50_CROP[dataset], batch, epochs)
 
@@ -198,8 +185,8 @@ def official_model_settings(framework: str, dataset: str, idr: bool, backbone: s
     out: dict[str, Any] = {"feats_channels": 512, "head_channels": 512, "aux_channels": 512, "refine_channels": 256}
     if backbone == SWIN_L:
         out["head_channels"] = 1024  # the FPN width of the Swin-L configs
-    if framework == "ocrnet":
-        out["dropout"] = 0.0  # the OCRNet R50 configs: no dropout before either classifier
+    if framework in schemes.NO_DROPOUT_SCHEMES:
+        out["dropout"] = 0.0
     if idr:
         sw = idr_switches(framework, dataset, backbone)
         out.update(feats_channels=sw.feats_channels, stage1_input=sw.stage1_input)
@@ -270,25 +257,8 @@ def _idr_head(framework: str, dataset: str, backbone: str, ignore_index: int) ->
 
 
 _OFFICIAL_TYPES = {
-    "fcn": "FCN", "pspnet": "PSPNet", "deeplabv3": "Deeplabv3", "upernet": "UPerNet", "nonlocalnet": "NonLocalNet",
-    "dnlnet": "DNLNet", "ocrnet": "OCRNet", "danet": "DANet", "ccnet": "CCNet",
+    "fcn": "FCN", "pspnet": "PSPNet", "deeplabv3": "Deeplabv3", "upernet": "UPerNet", **schemes.SIMILARITY_TYPES,
 }
-
-
-def _scheme_head(framework: str) -> dict[str, Any]:
-    """The head of a similarity scheme's R50-D8 config (ssseg/configs/_base_/segmentors/<scheme>.py)."""
-    head: dict[str, Any] = {"in_channels": 2048, "feats_channels": 512, "dropout": 0.1}
-    if framework in ("nonlocalnet", "dnlnet"):
-        head.update(use_scale=True, mode="embeddedgaussian", reduction=2)
-    if framework == "dnlnet":
-        head["temperature"] = 0.05
-    if framework == "ocrnet":
-        head.update(transform_channels=256, scale=1, dropout=0)
-    if framework == "danet":
-        head["transform_channels"] = 64
-    if framework == "ccnet":
-        head["num_recurrence"] = 2
-    return head
 
 
 def official_segmentor_cfg(
@@ -320,9 +290,8 @@ def official_segmentor_cfg(
         head = _idr_head(framework, dataset, backbone, ignore_index)
         losses.update(loss_cls_stage1=_ce(0.4, ignore_index), loss_cls_stage2=_ce(1.0, ignore_index))
     elif framework in SIMILARITY_SCHEMES:
-        head = _scheme_head(framework)
-        names = ("loss_cls_pam", "loss_cls_cam", "loss_cls_pamcam") if framework == "danet" else ("loss_cls",)
-        losses.update({name: _ce(1.0, ignore_index) for name in names})
+        head = schemes.similarity_head(framework)
+        losses.update({name: _ce(1.0, ignore_index) for name in schemes.similarity_loss_names(framework)})
     else:
         head = _baseline_head(framework)
         losses["loss_cls"] = _ce(1.0, ignore_index)
@@ -333,7 +302,7 @@ def official_segmentor_cfg(
         "backbone": _backbone_cfg(backbone, framework, norm, swin_depths),
         "head": head,
         "auxiliary": {"in_channels": 768 if backbone == SWIN_L else 1024, "out_channels": 512,
-                      "dropout": 0 if framework == "ocrnet" else 0.1},
+                      "dropout": 0 if framework in schemes.NO_DROPOUT_SCHEMES else 0.1},
         "losses": losses,
         "inference": {"forward": {"mode": "whole", "cropsize": None, "stride": None},
                       "tta": {"multiscale": [1], "flip": False, "use_probs_before_resize": False},

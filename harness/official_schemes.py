@@ -1,8 +1,10 @@
 """The official settings of the context schemes beside IDR (sssegmentation 1.7.0), as plain data.
 
-Read from SegmentationBLWX/sssegmentation `ssseg/configs/{mcibiplusplus,isnet,mcibi}/*.py` (and
-`_base_/segmentors/{mcibiplusplus,isnet,mcibi}.py`); the pip wheel lacks that folder, so they are written
-here. ISNet and MCIBI (on DeepLabV3) run as the frameworks `isnet` and `mcibi` (their own heads,
+Read from SegmentationBLWX/sssegmentation `ssseg/configs/<scheme>/*.py` (and `_base_/segmentors/<scheme>.py`);
+the pip wheel lacks that folder, so they are written here. The similarity-driven schemes (Non-local,
+DNL, OCRNet, DANet, CCNet) are baselines of their own, R50-D8 on ADE20K and Cityscapes, which
+harness.official builds like the four frameworks' baselines from the head, losses and switches below.
+ISNet and MCIBI (on DeepLabV3) run as the frameworks `isnet` and `mcibi` (their own heads,
 models/heads/isnet.py and models/heads/mcibi.py). MCIBI++ runs as the frameworks `<framework>_mcibipp` (models/registry.py PLUGIN_FRAMEWORKS);
 its per-dataset switches differ (self-attention on the context, which logits read the memory,
 3x3 or 1x1 decoder convs, the FPN width), so each (framework, dataset) has its row below.
@@ -26,6 +28,20 @@ MCIBIPP_ZOO_STEMS = {"fcn": "", "pspnet": "ppm_", "deeplabv3": "aspp_", "upernet
 ASPP_DILATIONS_OS8 = (1, 12, 24, 36)
 PPM_POOL_SCALES = (1, 2, 3, 6)
 
+
+#: Similarity-driven context schemes, frameworks of their own (no IDR variant), R50-D8 on these datasets
+#: (ssseg/configs/<scheme>/<scheme>_resnet50os8_<dataset>.py; the two differ only in the class count).
+SIMILARITY_SCHEMES = ("nonlocalnet", "dnlnet", "ocrnet", "danet", "ccnet")
+SCHEME_DATASETS = ("ade20k", "cityscapes")
+SIMILARITY_TYPES = {"nonlocalnet": "NonLocalNet", "dnlnet": "DNLNet", "ocrnet": "OCRNet", "danet": "DANet", "ccnet": "CCNet"}
+#: the OCRNet R50 configs: no dropout before either classifier (the auxiliary head's included)
+NO_DROPOUT_SCHEMES = ("ocrnet",)
+#: (framework, dataset) -> (epochs, batch size) where a scheme's official R50-D8 schedule departs from the dataset's
+SCHEME_SCHEDULES = {
+    ("ocrnet", "cityscapes"): (440, 8),  # ssseg/configs/ocrnet/ocrnet_resnet50os8_cityscapes.py
+    ("mcibi", "cityscapes"): (440, 16),  # ssseg/configs/mcibi/mcibi_deeplabv3_resnet50os8_cityscapes.py (on trainval)
+    ("isnet", "cityscapes"): (440, 16),  # ssseg/configs/isnet/isnet_resnet50os8_cityscapes.py (DATALOADER_CFG_BS16)
+}
 
 #: Schemes with a head of their own -> the datasets of their official R50-D8 configs we build.
 #: On LIP both use LeakyReLU (slope 0.01) in the head and auxiliary head, and ISNet a shortcut decoder.
@@ -54,6 +70,8 @@ _MCIBI_R50 = {
 
 
 def is_scheme(framework: str) -> bool:
+    """MCIBI++, ISNet, MCIBI: the schemes whose configs this module builds whole (harness.official
+    builds the similarity schemes as baselines, from :func:`similarity_head`)."""
     return framework in MCIBIPP_FRAMEWORKS or framework in OWN_HEAD_DATASETS
 
 
@@ -92,6 +110,36 @@ _MCIBIPP_R50: dict[tuple[str, str], MCIBIPPSwitches] = {
 }
 #: mcibiplusplus_upernet_swinlarge_ade20k: the default ASPP context, with self-attention
 _MCIBIPP_SWIN = {("upernet", "ade20k"): MCIBIPPSwitches("aspp", self_attention=True, decode_kernel=3)}
+
+
+def check_similarity_pair(framework: str, dataset: str, idr: bool) -> None:
+    """ValueError (one line) unless the similarity scheme has an official R50 config for this combination."""
+    if idr or dataset not in SCHEME_DATASETS:
+        raise ValueError(
+            f"no official R50 config for {framework}{'+idr' if idr else ''}/{dataset}; a context scheme has "
+            f"no IDR variant; datasets: {', '.join(SCHEME_DATASETS)}"
+        )
+
+
+def similarity_head(framework: str) -> dict[str, Any]:
+    """The head of a similarity scheme's R50-D8 config (ssseg/configs/_base_/segmentors/<scheme>.py)."""
+    head: dict[str, Any] = {"in_channels": 2048, "feats_channels": 512, "dropout": 0.1}
+    if framework in ("nonlocalnet", "dnlnet"):
+        head.update(use_scale=True, mode="embeddedgaussian", reduction=2)
+    if framework == "dnlnet":
+        head["temperature"] = 0.05
+    if framework == "ocrnet":
+        head.update(transform_channels=256, scale=1, dropout=0)
+    if framework == "danet":
+        head["transform_channels"] = 64
+    if framework == "ccnet":
+        head["num_recurrence"] = 2
+    return head
+
+
+def similarity_loss_names(framework: str) -> tuple[str, ...]:
+    """The official loss terms besides the auxiliary one (each at weight 1.0)."""
+    return ("loss_cls_pam", "loss_cls_cam", "loss_cls_pamcam") if framework == "danet" else ("loss_cls",)
 
 
 def check_scheme_pair(framework: str, dataset: str, backbone: str = R50) -> None:
@@ -240,7 +288,7 @@ def scheme_checkpoint_stem(framework: str, dataset: str, backbone: str = R50) ->
     check_scheme_pair(framework, dataset, backbone)
     net = "swinlarge" if backbone == SWIN_L else "resnet50os8"
     if framework == "mcibi":
-        return f"mcibi_deeplabv3_{net}"
+        return "mcibi_deeplabv3_r50"  # docs/modelzoo/mcibi/README.md names its files mcibi_deeplabv3_r50_<data>.pth
     if framework in OWN_HEAD_DATASETS:
         return f"{framework}_{net}"
     return f"mcibiplusplus_{MCIBIPP_ZOO_STEMS[MCIBIPP_FRAMEWORKS[framework]]}{net}"

@@ -13,7 +13,7 @@ import torch
 
 from harness import measure as M
 from harness.config import ConfigError, ModelConfig, expand_cells, load_experiment
-from harness.official import SIMILARITY_SCHEMES
+from harness.official_schemes import SIMILARITY_SCHEMES
 from models.registry import all_framework_names, build_segmentor, carries_plugin
 from tests.conftest import tiny_experiment
 

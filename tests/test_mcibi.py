@@ -16,38 +16,37 @@ from harness.config import ModelConfig
 from models.heads.mcibi import MCIBIOptions, updated_class_vectors
 from models.registry import build_segmentor
 from models.training_state import BEFORE_TRAINING, TrainingProgress, epoch_of, hand_progress
+from tests.memory_cases import (
+    C,
+    IGNORE,
+    K,
+    assert_matches_loop,
+    check_a_one_by_one_fuse_fails,
+    labelled_features,
+    per_class_loop,
+    training_batch,
+)
 
-K, C = 6, 16
 
-
-def _loop_update(memory, feats, target, ignore_index, momentum):
-    """The official FeaturesMemory.update (cosine_similarity, one vector per class), class by class."""
-    memory = memory.clone()
-    pixels = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
-    labels = target.reshape(-1)
-    for cls in labels.unique():
-        if cls == ignore_index:
-            continue
-        feats_cls = pixels[labels == cls]
-        if (memory[cls] == 0).sum() == memory.shape[1]:
-            memory[cls] = feats_cls.mean(0)
-            continue
-        similarity = F.cosine_similarity(feats_cls, memory[cls].expand_as(feats_cls))
+def _official_update(momentum: float):
+    """The official FeaturesMemory.update (cosine_similarity, one vector per class) of one class."""
+    def update(vector: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        if (vector == 0).all():
+            return pixels.mean(0)
+        similarity = F.cosine_similarity(pixels, vector.expand_as(pixels))
         weight = (1 - similarity) / (1 - similarity).sum()
-        memory[cls] = (1 - momentum) * memory[cls] + momentum * (feats_cls * weight.unsqueeze(-1)).sum(0)
-    return memory
+        return (1 - momentum) * vector + momentum * (pixels * weight.unsqueeze(-1)).sum(0)
+
+    return update
 
 
 def test_memory_update_matches_the_per_class_loop():
     g = torch.Generator().manual_seed(0)
     memory = torch.randn(K, C, generator=g, dtype=torch.float64)
     memory[2] = 0.0  # first sight of class 2: its plain mean
-    feats = torch.randn(2, C, 8, 8, generator=g, dtype=torch.float64)
-    target = torch.randint(0, K - 1, (2, 8, 8), generator=g)  # class K-1 absent: unchanged
-    target[:, :2] = 255
-    ours = updated_class_vectors(memory, feats, target, 255, 0.45)
-    assert torch.allclose(ours, _loop_update(memory, feats, target, 255, 0.45), rtol=1e-12, atol=1e-12)
-    assert torch.equal(ours[K - 1], memory[K - 1])
+    feats, target = labelled_features(g)
+    ours = updated_class_vectors(memory, feats, target, IGNORE, 0.45)
+    assert_matches_loop(ours, per_class_loop(memory, feats, target, _official_update(0.45)), memory)
 
 
 def test_momentum_follows_the_learning_rate():
@@ -71,14 +70,9 @@ def _tiny(**options):
     return build_segmentor("mcibi", False, K, cfg)
 
 
-def _batch():
-    g = torch.Generator().manual_seed(1)
-    return torch.randn(2, 3, 64, 64, generator=g), torch.randint(0, K, (2, 64, 64), generator=g)
-
-
 def test_memory_loss_joins_in_the_second_epoch_and_momentum_follows_lr():
     model = _tiny()
-    images, target = _batch()
+    images, target = training_batch()
     assert model.head.progress == BEFORE_TRAINING
     first = model(images, target)
     assert set(first) == {"aux", "stage1", "stage2"}  # epoch 1: no memory loss
@@ -108,7 +102,7 @@ def test_the_training_loop_hands_progress():
 
 def test_the_memory_is_in_the_state_dict():
     model = _tiny()
-    model(*_batch())
+    model(*training_batch())
     state = model.state_dict()
     assert state["head.memory.memory"].shape == (K, 1, C)
     fresh = _tiny()
@@ -211,29 +205,11 @@ def test_every_official_config_has_the_same_tree(dataset):
 def test_a_one_layer_change_fails_the_parity_check(tmp_path, monkeypatch):
     """The memory's context fusion conv 3x3 -> 1x1 on our side only: the converter names the
     misfit; with the layer's weight cut to fit (its centre tap), the logits differ."""
-    BuildSegmentor, _ = _official()
-    from harness.convert import ConversionError, build_official_model, convert_state_dict
-    from harness.official import official_segmentor_cfg
+    _official()
     from models.heads import mcibi
-    from models.layers import ConvBNReLU
-    from tests.test_official_parity import K as PARITY_K, _check_eval, build_pair
 
-    original = mcibi.ClassMemory.__init__
-
-    def one_by_one(self, num_classes, channels, transform_channels):
-        original(self, num_classes, channels, transform_channels)
-        self.context_fuse = ConvBNReLU(2 * channels, channels, 1)
-
-    monkeypatch.setattr(mcibi.ClassMemory, "__init__", one_by_one)
-    with pytest.raises(ConversionError, match="memory_module.bottleneck_ms.0.weight"):
-        build_pair(tmp_path, "mcibi", "ade20k", False)
-    official = BuildSegmentor(official_segmentor_cfg("mcibi", "ade20k", False, num_classes=PARITY_K), mode="TRAIN")
-    ours, _ = build_official_model("mcibi", False, "ade20k", num_classes=PARITY_K)
-    state = dict(official.state_dict())
-    state["memory_module.bottleneck_ms.0.weight"] = state["memory_module.bottleneck_ms.0.weight"][:, :, 1:2, 1:2]
-    ours.load_state_dict(convert_state_dict(state, ours, "mcibi", False))
-    with pytest.raises(AssertionError):
-        _check_eval(official, ours)
+    check_a_one_by_one_fuse_fails(tmp_path, monkeypatch, "mcibi", mcibi.ClassMemory, "context_fuse",
+                                  "memory_module.bottleneck_ms.0.weight")
 
 
 def test_convert_cli_round_trips_a_checkpoint(tmp_path):

@@ -9,33 +9,24 @@ import torch
 from harness.config import ModelConfig
 from models.plugins.mcibipp import MCIBIPPOptions, class_noise, updated_memory
 from models.registry import PLUGIN_FRAMEWORKS, build_segmentor
+from tests.memory_cases import C, IGNORE, K, assert_matches_loop, labelled_features, per_class_loop, training_batch
 
-K, C = 6, 16
 
+def _official_update(momentum: float):
+    """The official FeaturesMemoryV2.update of one class: its (mean, std) towards those of its mean feature."""
+    def update(stats: torch.Tensor, pixels: torch.Tensor) -> torch.Tensor:
+        mean_feature = pixels.mean(0)
+        return (1 - momentum) * stats + momentum * torch.stack([mean_feature.mean(), mean_feature.std()])
 
-def _loop_update(memory, feats, target, ignore_index, momentum):
-    """The official FeaturesMemoryV2.update, one class at a time."""
-    memory = memory.clone()
-    pixels = feats.permute(0, 2, 3, 1).reshape(-1, feats.shape[1])
-    labels = target.reshape(-1)
-    for cls in labels.unique():
-        if cls == ignore_index:
-            continue
-        mean_feature = pixels[labels == cls].mean(0)
-        memory[cls, 0] = (1 - momentum) * memory[cls, 0] + momentum * mean_feature.mean()
-        memory[cls, 1] = (1 - momentum) * memory[cls, 1] + momentum * mean_feature.std()
-    return memory
+    return update
 
 
 def test_memory_update_matches_the_per_class_loop():
     g = torch.Generator().manual_seed(0)
     memory = torch.rand(K, 2, generator=g, dtype=torch.float64)
-    feats = torch.randn(2, C, 8, 8, generator=g, dtype=torch.float64)
-    target = torch.randint(0, K - 1, (2, 8, 8), generator=g)  # class K-1 absent: unchanged
-    target[:, :2] = 255
-    ours = updated_memory(memory, feats, target, 255, 0.1)
-    assert torch.allclose(ours, _loop_update(memory, feats, target, 255, 0.1), rtol=1e-12, atol=1e-12)
-    assert torch.equal(ours[K - 1], memory[K - 1])
+    feats, target = labelled_features(g)
+    ours = updated_memory(memory, feats, target, IGNORE, 0.1)
+    assert_matches_loop(ours, per_class_loop(memory, feats, target, _official_update(0.1)), memory)
 
 
 def test_class_draws_equal_the_official_seeded_normal():
@@ -58,8 +49,7 @@ def test_scheme_trains_one_step_and_evaluates(framework):
     cfg = ModelConfig(backbone="resnet18", feats_channels=C, head_channels=24, aux_channels=C, refine_channels=C,
                       plugin_options={"self_attention": True} if framework.endswith("_mcibipp") else {})
     model = build_segmentor(framework, False, K, cfg)
-    g = torch.Generator().manual_seed(1)
-    images, target = torch.randn(2, 3, 64, 64, generator=g), torch.randint(0, K, (2, 64, 64), generator=g)
+    images, target = training_batch()
     losses = model(images, target)
     expected = {"aux", "stage1", "stage2"} if framework == "isnet" else {"aux", "stage1", "decode"}
     if framework != "fcn_mcibipp" and framework.endswith("_mcibipp"):

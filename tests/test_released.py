@@ -125,7 +125,7 @@ def _listing(tmp_path: Path, files: list[str], **extra) -> Path:
 def test_shipped_list_names_every_release():
     listing = released.load_released(REPO / "experiments" / "released.yaml")
     files = [m.file for m in listing.models]
-    assert len(files) == len(set(files)) == 58 and listing.weights_dir == "weights"  # 28 + 30 context schemes
+    assert len(files) == len(set(files)) == 62 and listing.weights_dir == "weights"  # 28 + 34 context schemes
     assert sum(f.startswith("idrnet_") for f in files) == 20
     assert all(m.url.endswith("/" + m.file) and m.url.startswith("https://github.com/SegmentationBLWX/") for m in listing.models)
     swin = [m for m in listing.models if "swin" in m.file and m.idr]

@@ -128,28 +128,11 @@ def test_scheme_parameter_counts(framework, millions):
 def test_a_one_layer_change_fails_the_parity_check(tmp_path, monkeypatch):
     """The memory's fusion conv 3x3 -> 1x1 on our side only: the converter names the misfit; with
     the layer's weight cut to fit (its centre tap), the logits differ."""
-    from harness.convert import ConversionError
-    from models.layers import ConvBNReLU
     from models.plugins import mcibipp
+    from tests.memory_cases import check_a_one_by_one_fuse_fails
 
-    original = mcibipp.FeatureMemory.__init__
-
-    def one_by_one(self, num_classes, channels, transform_channels):
-        original(self, num_classes, channels, transform_channels)
-        self.fuse = ConvBNReLU(2 * channels, channels, 1)
-
-    monkeypatch.setattr(mcibipp.FeatureMemory, "__init__", one_by_one)
-    with pytest.raises(ConversionError, match="memory_module.bottleneck.0.weight"):
-        build_pair(tmp_path, "pspnet_mcibipp", "ade20k", False)
-    official = BuildSegmentor(official_segmentor_cfg("pspnet_mcibipp", "ade20k", False, num_classes=K), mode="TRAIN")
-    ours, _ = build_official_model("pspnet_mcibipp", False, "ade20k", R50, K)
-    state = dict(official.state_dict())
-    state["memory_module.bottleneck.0.weight"] = state["memory_module.bottleneck.0.weight"][:, :, 1:2, 1:2]
-    from harness.convert import convert_state_dict
-
-    ours.load_state_dict(convert_state_dict(state, ours, "pspnet_mcibipp", False))
-    with pytest.raises(AssertionError):
-        _check_eval(official, ours)
+    check_a_one_by_one_fuse_fails(tmp_path, monkeypatch, "pspnet_mcibipp", mcibipp.FeatureMemory, "fuse",
+                                  "memory_module.bottleneck.0.weight")
 
 
 def _check_isnet_train_step(official: nn.Module, ours: nn.Module, size: int = TRAIN_SIZE) -> None:

@@ -29,7 +29,8 @@ from ssseg.modules.models.segmentors.builder import BuildSegmentor  # noqa: E402
 from ssseg.modules.utils import SSSegInputStructure  # noqa: E402
 
 from harness.convert import build_official_model, convert_file, convert_state_dict  # noqa: E402
-from harness.official import R50, SIMILARITY_SCHEMES, official_segmentor_cfg  # noqa: E402
+from harness.official import R50, official_segmentor_cfg  # noqa: E402
+from harness.official_schemes import SIMILARITY_SCHEMES  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 5

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from harness.config import ConfigError, expand_cells, load_experiment
-from harness.official import SIMILARITY_SCHEMES
+from harness.official_schemes import SIMILARITY_SCHEMES
 from harness.run import main
 from tests.conftest import tiny_experiment
 

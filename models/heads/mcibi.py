@@ -27,16 +27,23 @@ running statistics move with them), as the official one does.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.class_memory import (
+    average_across_ranks,
+    class_pixels,
+    class_sums,
+    keep_unseen,
+    options_from_mapping,
+    soft_class_read,
+)
 from models.context import ASPP, aspp_dilations
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
-from models.plugins.mcibipp import average_across_ranks, soft_class_read
 from models.segmentor import OWN_LOSSES
 from models.training_state import BEFORE_TRAINING, TrainingProgress
 
@@ -67,11 +74,7 @@ class MCIBIOptions:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> "MCIBIOptions":
         """Options from `model.plugin_options`; ValueError naming an unknown key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"model.plugin_options: unknown key {unknown[0]!r} for MCIBI; allowed: {', '.join(sorted(known))}")
-        return cls(**dict(options))
+        return options_from_mapping(cls, options, "MCIBI")
 
     def momentum_at(self, lr: float | None) -> float:
         """The update momentum at learning rate `lr` (the base momentum when lr is unknown)."""
@@ -89,23 +92,15 @@ def updated_class_vectors(
     A class whose vector is all zeros takes the plain mean of its pixels; any other moves by
     `momentum` towards the mean of its pixels weighted by 1 - cos(pixel, vector) (normalised).
     """
-    k, c = memory.shape
-    pixels = feats.permute(0, 2, 3, 1).reshape(-1, c)
-    labels = target.reshape(-1)
-    valid = labels != ignore_index
-    pixels, labels = pixels[valid], labels[valid].long()
-    counts = torch.bincount(labels, minlength=k)
-    memory = memory.to(pixels.dtype)
-    sums = torch.zeros(k, c, dtype=pixels.dtype, device=pixels.device).index_add_(0, labels, pixels)
-    means = sums / counts.clamp(min=1).unsqueeze(1).to(pixels.dtype)
-    dissimilarity = 1.0 - F.cosine_similarity(pixels, memory[labels], dim=1)
-    weight_sums = torch.zeros(k, dtype=pixels.dtype, device=pixels.device).index_add_(0, labels, dissimilarity)
-    weighted = torch.zeros_like(sums).index_add_(0, labels, pixels * dissimilarity.unsqueeze(1))
-    weighted = weighted / weight_sums.unsqueeze(1)
+    k = memory.shape[0]
+    seen = class_pixels(feats, target, ignore_index, k)
+    memory = memory.to(seen.pixels.dtype)
+    dissimilarity = 1.0 - F.cosine_similarity(seen.pixels, memory[seen.labels], dim=1)
+    weighted = class_sums(seen.pixels * dissimilarity.unsqueeze(1), seen.labels, k)
+    weighted = weighted / class_sums(dissimilarity, seen.labels, k).unsqueeze(1)
     moved = (1.0 - momentum) * memory + momentum * weighted
     empty = (memory == 0).all(dim=1, keepdim=True)
-    updated = torch.where(empty, means, moved)
-    return torch.where((counts > 0).unsqueeze(1), updated, memory)
+    return keep_unseen(torch.where(empty, seen.means, moved), memory, seen.counts)
 
 
 class ClassMemory(nn.Module):

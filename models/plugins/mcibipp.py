@@ -24,14 +24,14 @@ buffer, and the global generator is left alone.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.class_memory import average_across_ranks, class_pixels, keep_unseen, options_from_mapping, soft_class_read
 from models.layers import ConvBNReLU, PixelClassifier, SelfAttentionBlock
 from models.plugins.wiring import PluginSite, PluginWiring, decoder_input
 
@@ -68,11 +68,7 @@ class MCIBIPPOptions:
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> "MCIBIPPOptions":
         """Options from `model.plugin_options`; ValueError naming an unknown key."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"model.plugin_options: unknown key {unknown[0]!r} for MCIBI++; allowed: {', '.join(sorted(known))}")
-        return cls(**dict(options))
+        return options_from_mapping(cls, options, "MCIBI++")
 
 
 def mcibipp_site(feats_channels: int) -> PluginSite:
@@ -88,35 +84,14 @@ def class_noise(num_classes: int, channels: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def soft_class_read(logits: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-    """Each pixel's softmax(logits)-weighted sum of the class vectors: [B,K,h,w], [K,C] -> [B,C,h,w]."""
-    weights = torch.softmax(logits, dim=1)
-    return torch.einsum("bkhw,kc->bchw", weights, vectors.to(weights.dtype))
-
-
-def average_across_ranks(buffer: torch.Tensor) -> None:
-    """In place: the mean of `buffer` over the DDP ranks (nothing when not distributed)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-        buffer.div_(dist.get_world_size())
-
-
 def updated_memory(
     memory: torch.Tensor, feats: torch.Tensor, target: torch.Tensor, ignore_index: int, momentum: float
 ) -> torch.Tensor:
     """Momentum update of each labelled class's (mean, std): the mean and std over channels of
     the mean feature of its pixels. feats [B,C,H,W] at the label size, target [B,H,W]."""
-    k, c = memory.shape[0], feats.shape[1]
-    pixels = feats.permute(0, 2, 3, 1).reshape(-1, c)
-    labels = target.reshape(-1)
-    valid = labels != ignore_index
-    pixels, labels = pixels[valid], labels[valid].long()
-    counts = torch.bincount(labels, minlength=k)
-    sums = torch.zeros(k, c, dtype=pixels.dtype, device=pixels.device).index_add_(0, labels, pixels)
-    means = sums / counts.clamp(min=1).unsqueeze(1).to(pixels.dtype)
-    stats = torch.stack([means.mean(1), means.std(1)], dim=1).to(memory.dtype)
-    updated = (1.0 - momentum) * memory + momentum * stats
-    return torch.where((counts > 0).unsqueeze(1), updated, memory)
+    seen = class_pixels(feats, target, ignore_index, memory.shape[0])
+    stats = torch.stack([seen.means.mean(1), seen.means.std(1)], dim=1).to(memory.dtype)
+    return keep_unseen((1.0 - momentum) * memory + momentum * stats, memory, seen.counts)
 
 
 class FeatureMemory(nn.Module):
