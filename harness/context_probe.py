@@ -211,10 +211,23 @@ def evaluate_context_flip(
 # ----------------------------------------------------------------------------- rescoring trained cells
 
 
+def load_relations(path: Path) -> dict[str, Any]:
+    """`relations_mean` and `relations_var` ([K, K] tensors) of a checkpoint's IDR head."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = state.get("model", state) if isinstance(state, dict) else state
+    found = {}
+    for name in ("relations_mean", "relations_var"):
+        keys = [k for k in model if k == f"head.{name}" or k.endswith(f".{name}")]
+        keys.sort(key=lambda k: (k != f"head.{name}", len(k)))
+        if not keys:
+            raise KeyError(f"{path}: no {name} buffer (is this a +IDR model?)")
+        found[name] = model[keys[0]].detach().float().cpu()
+    return found
+
+
 def rescore_records(results_dir: Path) -> list[dict]:
     """Relation recovery of every +IDR context-scenes cell under `results_dir`, computed again from
     the relation matrix in its model.pt: {"cell", "group" (the cell id without its seed), **recovery}."""
-    from harness.plots import load_relations
     from harness.records import find_records
 
     rows = []

@@ -30,7 +30,7 @@ import statistics
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import matplotlib
 
@@ -293,22 +293,6 @@ def plot_learning_curves(records: list[dict], out_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------------- relation matrices
 
 
-def load_relations(path: Path) -> dict[str, Any]:
-    """`relations_mean` and `relations_var` ([K, K] tensors) of a checkpoint's IDR head."""
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = state.get("model", state) if isinstance(state, dict) else state
-    found = {}
-    for name in ("relations_mean", "relations_var"):
-        keys = [k for k in model if k == f"head.{name}" or k.endswith(f".{name}")]
-        keys.sort(key=lambda k: (k != f"head.{name}", len(k)))
-        if not keys:
-            raise KeyError(f"{path}: no {name} buffer (is this a +IDR model?)")
-        found[name] = model[keys[0]].detach().float().cpu()
-    return found
-
-
 def class_names_for(checkpoint: Path, records: list[dict], k: int, dataset: str | None = None) -> list[str]:
     """Class names of a checkpoint: --dataset's card, else the record of the cell holding the
     checkpoint, else a record with K classes; indices as a last resort."""
@@ -336,7 +320,9 @@ def class_names_for(checkpoint: Path, records: list[dict], k: int, dataset: str 
 
 def plot_relations(checkpoint: Path, out_dir: Path, records: list[dict], name: str | None = None,
                    dataset: str | None = None) -> list[Path]:
-    relations = load_relations(checkpoint)
+    from harness import context_probe
+
+    relations = context_probe.load_relations(checkpoint)
     k = relations["relations_mean"].shape[0]
     names = class_names_for(checkpoint, records, k, dataset)
     side = min(22.0, max(4.0, 0.16 * k + 2.0))
@@ -362,7 +348,7 @@ def plot_relations_vs_truth(checkpoint: Path, out_dir: Path, records: list[dict]
     """Context scenes: the learned mean relations beside the generator's true dependencies."""
     from harness import context_probe
 
-    relations = load_relations(checkpoint)["relations_mean"]
+    relations = context_probe.load_relations(checkpoint)["relations_mean"]
     names = class_names_for(checkpoint, records, relations.shape[0], dataset)
     if sorted(names) != sorted(context_probe.scenes.CLASS_NAMES):
         return []

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.plots import load_relations, main as plots_main
+from harness.context_probe import load_relations
+from harness.plots import main as plots_main
 from harness.report import build_report, main as report_main
 from tests.test_tables import make_record
 
