@@ -1,6 +1,6 @@
 """Every context scheme of issue 23 builds from an experiment file and trains a few iterations through
 harness.run on CPU: the similarity-driven ones, MCIBI++ on the four frameworks, ISNet and MCIBI, in one
-run (one Ray Tune grid, four cells at once) so the suite pays Ray's per-run start-up once."""
+run (one Ray Tune grid, two cells at once) so the suite pays Ray's per-run start-up once."""
 import json
 
 import pytest
@@ -27,7 +27,7 @@ def test_idr_axis_skips_frameworks_that_carry_a_plugin(write_experiment):
 @pytest.mark.slow
 def test_every_scheme_trains_through_harness_run(ray_session, write_experiment, tmp_path):
     exp = tiny_experiment("schemes", grid={"frameworks": SCHEMES, "idr": [False]}, train={"iterations": 2, "log_interval": 1},
-                          scaling={"num_workers": 1, "cpus_per_worker": 0.5, "max_concurrent_cells": 4})
+                          scaling={"num_workers": 1, "cpus_per_worker": 1, "max_concurrent_cells": 2})
     path = write_experiment(exp)
     results = tmp_path / "results"
     assert main([str(path), "--results", str(results), "--address", ray_session.address]) == 0
