@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import logging
-import shutil
+import tempfile
 import threading
 import time
 import traceback
@@ -68,10 +68,11 @@ class ProgressHub:
 class HubReporter:
     """The worker-side Reporter: fire-and-forget messages to the hub, checkpoints to Ray Train."""
 
-    def __init__(self, hub, cell_id: str, checkpoint_root: str) -> None:
+    def __init__(self, hub, cell_id: str, checkpoint_root: str, staging: Path) -> None:
         self.hub = hub
         self.cell_id = cell_id
         self.checkpoint_root = checkpoint_root  # the cell's run folder in Ray's storage (a path or URI)
+        self.staging = staging  # where checkpoints from an object store are copied; the caller removes it
 
     def restore(self) -> Path | None:
         """The newest intact checkpoint in the cell's storage folder, checked against its manifest
@@ -80,14 +81,9 @@ class HubReporter:
         Listed from storage rather than taken from Ray's record: a killed driver can leave a complete
         checkpoint that Ray's record does not list yet, and Ray's newest may be the damaged one.
         """
-        import tempfile
-
         from harness.train import intact_checkpoint
 
-        staging = Path(tempfile.gettempdir()) / f"idrbench-restore-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        return intact_checkpoint(self.checkpoint_root, staging, lambda line: self.log(self.cell_id, line))
+        return intact_checkpoint(self.checkpoint_root, self.staging, lambda line: self.log(self.cell_id, line))
 
     def save(self, directory: Path, iteration: int) -> None:
         from harness.train import checkpoint_name
@@ -125,8 +121,9 @@ def train_loop_per_worker(config: dict) -> None:
     if earlier is not None:  # divergence and bad data do not heal by retrying: end this retry at once
         raise CellFault(earlier)
     try:
-        reporter = HubReporter(hub, cell.cell_id, config["checkpoint_root"])
-        payload = run_cell(cell, reporter, rank, world_size, device)
+        with tempfile.TemporaryDirectory(prefix="idrbench-restore-") as staging:
+            reporter = HubReporter(hub, cell.cell_id, config["checkpoint_root"], Path(staging))
+            payload = run_cell(cell, reporter, rank, world_size, device)
     except CellFault as err:
         ray.get(hub.record_fault.remote(cell.cell_id, str(err)))
         raise

@@ -376,7 +376,8 @@ class Mask2FormerSegmentor(nn.Module):
         if idr is not None:
             stage1 = idr.stage1(feats)
             feats_plus, reps, present = idr.enhance(feats, stage1)
-            id_context = idr.id_context(feats_plus, reps, present, stage1)
+            feats_projections = idr.feats_projections(feats)
+            id_context = idr.id_context(feats_plus, reps, present, stage1, feats_projections)
             rng_before_stage2 = _rng_state(feats.device)
             pixel_embeddings = idr.fused(feats, id_context)
         else:
@@ -391,8 +392,8 @@ class Mask2FormerSegmentor(nn.Module):
             losses["stage1"] = self.loss_weights["stage1"] * F.cross_entropy(up, target, ignore_index=self.ignore_index)
             with torch.no_grad():
                 self._update_relations_by_deletion(
-                    feats, multi_scale, feats_plus, reps, present, stage1, classes[-1], masks[-1], target,
-                    rng_before_stage2,
+                    feats, multi_scale, feats_plus, reps, present, stage1, feats_projections, classes[-1], masks[-1],
+                    target, rng_before_stage2,
                 )
                 idr.update_dataset_reps(feats, target)
         return losses
@@ -420,14 +421,15 @@ class Mask2FormerSegmentor(nn.Module):
         return losses
 
     def _update_relations_by_deletion(
-        self, feats, multi_scale, feats_plus, reps, present, stage1, anchor_classes, anchor_masks, target,
-        rng_before_stage2,
+        self, feats, multi_scale, feats_plus, reps, present, stage1, feats_projections, anchor_classes, anchor_masks,
+        target, rng_before_stage2,
     ) -> None:
-        """Step 8 with stage 2 = fuse + transformer decoder + semantic inference."""
+        """Step 8 with stage 2 = fuse + transformer decoder + semantic inference; the refiner's
+        convolutions of F are the anchor's (`feats_projections`)."""
         idr = self.head.idr
         deleted = pick_deleted_classes(present, idr.pick_counts)
         present_d, reps_d = exclude_classes(present, reps, deleted)
-        id_context = idr.id_context(feats_plus, reps_d, present_d, stage1)
+        id_context = idr.id_context(feats_plus, reps_d, present_d, stage1, feats_projections)
         with torch.random.fork_rng(devices=[feats.device] if feats.device.type == "cuda" else []):
             _set_rng_state(rng_before_stage2, feats.device)
             classes_d, masks_d = self.head.predict(multi_scale, idr.fused(feats, id_context), all_layers=False)
