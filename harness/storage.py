@@ -15,6 +15,7 @@ given keys, none is in a pickled filesystem, a record, a log or an error.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -352,18 +353,28 @@ def write_bytes_once(location: Location, data: bytes) -> None:
         out.write(data)
 
 
+# an endpoint that never answered: checked first, since its message can hold any number
+# ("Failed to connect to HOST after 403 ms")
+UNREACHABLE_WORDS = ("network_connection", "curlcode", "could not connect", "couldn't connect", "failed to connect",
+                     "could not resolve", "resolve host", "timed out", "timeout")
+REFUSED_WORDS = ("access denied", "accessdenied", "access_denied", "forbidden", "invalidaccesskeyid",
+                 "signaturedoesnotmatch", "credentials", "expiredtoken")
+HTTP_403 = re.compile(r"(status|code)\D{0,3}403\b")
+
+
 def describe_failure(location: Location, err: BaseException) -> str:
     """One line saying why an object store cannot be used: endpoint, bucket or credentials."""
     text = safe_error(err)
     lowered = text.lower()
     endpoint = dict(location.options).get("endpoint_override", "the default endpoint")
     bucket = location.path.split("/", 1)[0]
+    if any(word in lowered for word in UNREACHABLE_WORDS):
+        return f"--results {location}: cannot reach the endpoint {endpoint} (connection failed)"
     if any(word in lowered for word in ("nosuchbucket", "no_such_bucket", "bucket does not exist")):
         return f"--results {location}: bucket {bucket!r} does not exist at {endpoint}"
-    if any(word in lowered for word in ("access denied", "accessdenied", "access_denied", "forbidden", "invalidaccesskeyid",
-                                         "signaturedoesnotmatch", "credentials", "403", "expiredtoken")):
+    if any(word in lowered for word in REFUSED_WORDS) or HTTP_403.search(lowered):
         return (f"--results {location}: the endpoint {endpoint} refused the request: missing or invalid credentials "
                 "(taken from the AWS chain: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, a role)")
-    if any(word in lowered for word in ("connect", "resolve", "timeout", "timed out", "network", "curl")):
+    if any(word in lowered for word in ("connect", "resolve", "network", "curl")):
         return f"--results {location}: cannot reach the endpoint {endpoint} (connection failed)"
     return f"--results {location}: cannot use it ({text})"

@@ -16,6 +16,7 @@ import torch
 from harness.storage import (
     StorageError,
     check_reachable,
+    describe_failure,
     list_files,
     parse_location,
     read_bytes,
@@ -152,6 +153,21 @@ def test_unusable_object_stores_are_named_in_one_line_before_anything_is_written
     # which is how the missing credentials are found: only that probe object can be left behind
     left = list_files(parse_location(s3_server.uri(bucket)))
     assert all(name.startswith("p/.idrbench-probe-") for name in left) and len(left) <= 1, left
+
+
+@pytest.mark.parametrize("message, expected", [
+    ("AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 7, Could not connect to server; "
+     "Details: Failed to connect to 127.0.0.1:1 after 403 ms: Could not connect to server", "cannot reach the endpoint"),
+    ("AWS Error NETWORK_CONNECTION during PutObject operation: curlCode: 28, Timeout was reached", "cannot reach the endpoint"),
+    ("AWS Error ACCESS_DENIED during PutObject operation: Access Denied", "missing or invalid credentials"),
+    ("AWS Error UNKNOWN (HTTP status 403) during HeadObject operation: No response body.", "missing or invalid credentials"),
+    ("AWS Error NO_SUCH_BUCKET during PutObject operation: The specified bucket does not exist", "does not exist"),
+])
+def test_store_failures_are_told_apart_by_their_message(message, expected):
+    """An unreachable endpoint is never taken for refused credentials, whatever numbers its message holds
+    (a connection that failed "after 403 ms" once read as HTTP 403 on a loaded machine)."""
+    uri = "s3://b/p?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
+    assert expected in describe_failure(parse_location(uri), OSError(message))
 
 
 def quickstart_shrunk(data_root: Path) -> list[str]:
