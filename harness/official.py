@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness import official_schemes as schemes
-from harness.official_schemes import SCHEME_DATASETS, SIMILARITY_SCHEMES  # noqa: F401 (SCHEME_DATASETS: still importable here)
 
 R50 = "resnet50c"
 SWIN_L = "swin_large"
@@ -89,7 +88,7 @@ def check_pair(framework: str, dataset: str, backbone: str = R50, idr: bool = Tr
             raise ValueError(f"{framework} carries its own context module: no official config with IDR")
         schemes.check_scheme_pair(framework, dataset, backbone)
         return
-    if backbone == R50 and framework in SIMILARITY_SCHEMES:
+    if backbone == R50 and framework in schemes.SIMILARITY_SCHEMES:
         schemes.check_similarity_pair(framework, dataset, idr)
     elif backbone == R50:
         if framework not in FRAMEWORKS or dataset not in R50_DATASETS:
@@ -289,7 +288,7 @@ def official_segmentor_cfg(
     if idr:
         head = _idr_head(framework, dataset, backbone, ignore_index)
         losses.update(loss_cls_stage1=_ce(0.4, ignore_index), loss_cls_stage2=_ce(1.0, ignore_index))
-    elif framework in SIMILARITY_SCHEMES:
+    elif framework in schemes.SIMILARITY_SCHEMES:
         head = schemes.similarity_head(framework)
         losses.update({name: _ce(1.0, ignore_index) for name in schemes.similarity_loss_names(framework)})
     else:

@@ -1,7 +1,7 @@
 """What the class memories of MCIBI (models/heads/mcibi.py) and MCIBI++ (models/plugins/mcibipp.py)
 share: the per-class statistics of a step's labelled pixels that both updates start from, the
-soft per-pixel read of the class vectors, averaging a buffer across DDP ranks, and reading their
-options from `model.plugin_options`.
+soft per-pixel read of the class vectors, averaging buffers across DDP ranks (IDR's class buffers,
+models/plugins/idr_head.py, too), and reading their options from `model.plugin_options`.
 """
 from __future__ import annotations
 
@@ -53,11 +53,12 @@ def soft_class_read(logits: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor
     return torch.einsum("bkhw,kc->bchw", weights, vectors.to(weights.dtype))
 
 
-def average_across_ranks(buffer: torch.Tensor) -> None:
-    """In place: the mean of `buffer` over the DDP ranks (nothing when not distributed)."""
+def average_across_ranks(*buffers: torch.Tensor) -> None:
+    """In place: the mean of each buffer over the DDP ranks (nothing when not distributed)."""
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
-        buffer.div_(dist.get_world_size())
+        for buffer in buffers:
+            dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+            buffer.div_(dist.get_world_size())
 
 
 def options_from_mapping(options_class: type[Options], options: Mapping[str, Any], scheme: str) -> Options:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.class_memory import average_across_ranks
 from models.idr import (
     class_means,
     deletion_effect,
@@ -88,13 +88,6 @@ def pick_deleted_classes(present: torch.Tensor, pick_counts: torch.Tensor) -> to
 def _full_precision(device: torch.device):
     """The bookkeeping of relations and dataset representations stays float32 under AMP."""
     return torch.autocast(device.type, enabled=False)
-
-
-def _average_across_ranks(*tensors: torch.Tensor) -> None:
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        for t in tensors:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-            t.div_(dist.get_world_size())
 
 
 class IDRCore:
@@ -190,7 +183,7 @@ class IDRCore:
             m = self.relation_momentum
             self.relations_mean.copy_(update_relations(self.relations_mean, deleted, mean_diff, mean_valid, m))
             self.relations_var.copy_(update_relations(self.relations_var, deleted, var_diff, var_valid, m))
-        _average_across_ranks(self.relations_mean, self.relations_var, self.pick_counts)
+        average_across_ranks(self.relations_mean, self.relations_var, self.pick_counts)
 
     def update_dataset_reps(self, feats: torch.Tensor, target: torch.Tensor) -> None:
         """Step 9: momentum update of the dataset-level class representations."""
@@ -199,7 +192,7 @@ class IDRCore:
             m = self.reps_momentum
             updated = m * means + (1.0 - m) * self.dataset_reps
             self.dataset_reps.copy_(torch.where(present.unsqueeze(1), updated, self.dataset_reps))
-        _average_across_ranks(self.dataset_reps)
+        average_across_ranks(self.dataset_reps)
 
 
 class IDRHead(IDRCore, nn.Module):
