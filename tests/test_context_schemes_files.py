@@ -97,6 +97,17 @@ def test_context_schemes_cpu_has_every_scheme_three_seeds():
     assert mcibi.model.plugin_options["momentum_lr"] == mcibi.train.lr  # the memory momentum starts at 0.9
 
 
+def test_context_schemes_cpu_shares_the_idr_study_setting():
+    """The four frameworks with and without IDR are idr_study's cells but for the experiment name,
+    so the findings can set that study's records beside the schemes'."""
+    schemes = {c.cell_id: c for c in expand_cells(load_experiment(REPO / "experiments" / "context_schemes_cpu.yaml"))}
+    study = {c.cell_id: c for c in expand_cells(load_experiment(REPO / "experiments" / "idr_study.yaml"))}
+    shared = set(schemes) & set(study)
+    assert len(shared) == 24 and {schemes[i].framework for i in shared} == {"fcn", "pspnet", "deeplabv3", "upernet"}
+    for cell_id in shared:
+        assert schemes[cell_id].model_copy(update={"experiment": "idr_study"}) == study[cell_id], cell_id
+
+
 def test_grid_exclude_drops_matching_cells(tmp_path: Path):
     text = (REPO / "experiments" / "cpu_table.yaml").read_text().replace(
         "seeds: [0, 1, 2]", "seeds: [0, 1, 2]\n  exclude:\n    - {framework: [pspnet, upernet], seed: [1, 2]}")
