@@ -101,6 +101,16 @@ def test_mcibipp_and_idr_side_by_side_with_difference(table):
     assert rows[(block, "IDR − MCIBI++ (PSPNet)")]["ADE20K zoo"] == MISSING
 
 
+def test_small_backbone_cells_and_r50_measurements_get_a_block_each():
+    cells = [{**record("danet", 70.0, dataset="context_scenes"), "backbone": "resnet18",
+              "config": {"model": {"backbone": "resnet18"}, "eval": {"split": "val"}},
+              "complexity": {"input_size": [64, 64], "gflops": 0.9}}]
+    table = context_schemes_table(cells, {}, [measured("danet", False, 52.48, 211.47, (328_000, 13_150_000_000))], {})
+    danet = [dict(zip(table.columns, row)) for block in table.blocks for row in block.rows if row[0] == "DANet"]
+    assert [(row["backbone"], row["GFLOPs"], row["context_scenes trained"]) for row in danet] == \
+        [("R-50-D8", "211.47", MISSING), ("resnet18", MISSING, "70.00")]
+
+
 def test_settings_are_never_averaged():
     records = [record("danet", 40.0, lr=0.01), record("danet", 30.0, lr=0.02)]
     row = rows_by_label(context_schemes_table(records, {}, [], {}))[("similarity", "DANet")]

@@ -210,8 +210,11 @@ def _datasets(records: list[dict]) -> list[str]:
     return list(DATASETS) + extra
 
 
-def _backbones(records: list[dict]) -> list[str]:
+def _backbones(records: list[dict], measured: list[dict]) -> list[str]:
+    """The backbones of the trained records and of the measurements, R50 first: a folder of small-backbone
+    CPU cells with R50 measurements beside them gets both blocks."""
     found = {_backbone(r) for r in records if r.get("framework") in SCHEME_FRAMEWORKS}
+    found |= {ref.canonical_backbone(str(m.get("backbone"))) for m in measured if m.get("framework") in SCHEME_FRAMEWORKS}
     return sorted(found, key=lambda b: (b != ref.R50, b)) if found else [ref.R50]
 
 
@@ -250,7 +253,7 @@ def context_schemes_table(records: list[dict], index: dict, measured: list[dict]
         )
 
     blocks = []
-    for backbone in _backbones(records):
+    for backbone in _backbones(records, measured):
         label = ref.label("backbone", backbone)
         for paradigm, rows in PARADIGMS:
             block = Block(paradigm)
