@@ -111,6 +111,15 @@ def test_small_backbone_cells_and_r50_measurements_get_a_block_each():
         [("R-50-D8", "211.47", MISSING), ("resnet18", MISSING, "70.00")]
 
 
+def test_idr_minus_mcibipp_is_paired_by_seed_with_two_or_more_seeds():
+    records = [record("fcn_mcibipp", 40.0, seed=0), record("fcn_mcibipp", 42.0, seed=1),
+               record("fcn", 41.0, idr=True, seed=0), record("fcn", 44.0, idr=True, seed=1)]
+    diff = rows_by_label(context_schemes_table(records, {}, [], {}))[("MCIBI++ vs IDR, same framework",
+                                                                       "IDR − MCIBI++ (FCN)")]
+    # seed 0: +1, seed 1: +2; mean +1.50, std 0.71, ttest_rel p = 0.205
+    assert diff["ADE20K trained"] == "+1.50 (paired ± 0.71, n=2, p=0.205)"
+
+
 def test_settings_are_never_averaged():
     records = [record("danet", 40.0, lr=0.01), record("danet", 30.0, lr=0.02)]
     row = rows_by_label(context_schemes_table(records, {}, [], {}))[("similarity", "DANet")]

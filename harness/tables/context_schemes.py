@@ -25,7 +25,7 @@ from harness import reference as ref
 from harness.records import is_released
 from harness.tables.layout import MISSING, Block, Table
 from harness.tables.settings import protocol_of, record_values, setting_key
-from harness.tables.stats import fmt_delta, fmt_stats, mean_or_none, metric_values
+from harness.tables.stats import fmt_delta, fmt_gain, fmt_stats, mean_or_none, metric_values, paired
 
 TABLE_NAME = "context_schemes"
 MEASURE_DIR = "measure"
@@ -198,9 +198,10 @@ def _difference_cells(idr: RowFigures, other: RowFigures, datasets: list[str]) -
     out = [delta(a.params_m, b.params_m), delta(a.gflops, b.gflops), delta(a.context_params_m, b.context_params_m),
            delta(a.context_gflops, b.context_gflops), MISSING]
     for dataset in datasets:
-        mean_a = mean_or_none(metric_values([r for r in idr.trained[dataset] if not is_released(r)]))
-        mean_b = mean_or_none(metric_values([r for r in other.trained[dataset] if not is_released(r)]))
-        out += [delta(mean_a, mean_b), delta(idr.released[dataset], other.released[dataset]),
+        runs_a = [r for r in idr.trained[dataset] if not is_released(r)]
+        runs_b = [r for r in other.trained[dataset] if not is_released(r)]
+        trained = fmt_gain(metric_values(runs_b), metric_values(runs_a), paired(runs_b, runs_a))
+        out += [trained, delta(idr.released[dataset], other.released[dataset]),
                 delta(idr.zoo[dataset], other.zoo[dataset])]
     return out + [delta(idr.flip, other.flip)]
 
@@ -277,7 +278,8 @@ def context_schemes_table(records: list[dict], index: dict, measured: list[dict]
         "released: the official checkpoint evaluated here (harness.released, no training); zoo: the sssegmentation "
         "model-zoo figure (results/reference/modelzoo.csv, source: docs/modelzoo/<method>/README.md; FCN, PSPNet, "
         "DeepLabV3, UPerNet ± IDR: results/reference/paper.csv). — : not measured, not run, or no figure.",
-        "IDR − MCIBI++: IDR minus MCIBI++ on the same framework, per column (trained: difference of the means).",
+        "IDR − MCIBI++: IDR minus MCIBI++ on the same framework, per column (trained: difference of the means; with two "
+        "or more seeds run by both, the seed-paired std and t-test p after it).",
     ]
     return Table(TABLE_NAME, "Context schemes: IDR beside multi-scale, similarity and memory context", columns,
                  blocks, legend=legend, label_columns=2, block_column="paradigm")
