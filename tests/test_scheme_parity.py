@@ -123,6 +123,13 @@ def test_scheme_parameter_counts(framework, millions):
     assert _trainable_millions(official) == millions
     assert _trainable_millions(ours) == millions
     assert _trainable_millions(ours.head) == _context_millions(official)
+    # the context module: the memory with the coarse-prediction conv that reads it, and PSPNet's attention
+    official_context = ["memory_module", "decoder_pr"] + (["self_attention"] if framework == "pspnet_mcibipp" else [])
+    assert _trainable(ours.head, ours.head.context_modules) == _trainable(official, official_context)
+
+
+def _trainable(model: nn.Module, names) -> int:
+    return sum(p.numel() for name in names for p in model.get_submodule(name).parameters() if p.requires_grad)
 
 
 def test_a_one_layer_change_fails_the_parity_check(tmp_path, monkeypatch):
@@ -169,6 +176,7 @@ def test_isnet_parameter_count():
     ours, _ = build_official_model("isnet", False, "ade20k", R50, 150)
     assert _trainable_millions(official) == _trainable_millions(ours) == 49.20
     assert _trainable_millions(ours.head) == _context_millions(official)
+    assert _trainable(ours.head, ours.head.context_modules) == _trainable(official, ["ilc_net", "slc_net"])
 
 
 # every official R50-D8 config of the schemes (and MCIBI++ UPerNet Swin-L): same module tree and shapes

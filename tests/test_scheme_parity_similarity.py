@@ -5,7 +5,7 @@ built at random init (`BuildSegmentor`), its BatchNorm statistics and its learna
 gains (DANet's and CCNet's `gamma`, 0 at init, which would hide the attention) made non-trivial,
 saved as the official trainer saves it, converted with `harness.convert` and compared with ours:
 eval logits, one float64 training step with dropout off (every loss term and the gradient norm),
-trainable parameter counts at 150 classes (the figures of issue 23). The official CCNet takes its
+trainable parameter counts at 150 classes, whole model and context module (the figures of issue 23). The official CCNet takes its
 attention from mmcv (not installed): the per-pixel reference (benchmarks/criss_cross_reference.py)
 stands in for it, so ours is held against a loop written from mmcv's definition.
 A one-layer change of ours must fail the comparison.
@@ -164,11 +164,23 @@ def _trainable_millions(model: nn.Module) -> float:
     return round(sum(p.numel() for p in model.parameters() if p.requires_grad) / 1e6, 2)
 
 
+# the official modules that are the context scheme (ours: the head's `context_modules`)
+OFFICIAL_CONTEXT_MODULES = {"nonlocalnet": ["nl_block"], "dnlnet": ["dnl_block"], "ocrnet": ["object_context_block"],
+                            "danet": ["pam_net", "cam_net"], "ccnet": ["cca"]}
+
+
+def _trainable(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 @pytest.mark.parametrize("scheme", SIMILARITY_SCHEMES)
 def test_parameter_counts(scheme):
+    official = build_official(scheme, 150)
     ours, _ = build_official_model(scheme, False, "ade20k", R50, 150)
-    assert _trainable_millions(build_official(scheme, 150)) == OFFICIAL_PARAMS[scheme]
+    assert _trainable_millions(official) == OFFICIAL_PARAMS[scheme]
     assert _trainable_millions(ours) == OFFICIAL_PARAMS[scheme]
+    official_context = sum(_trainable(official.get_submodule(name)) for name in OFFICIAL_CONTEXT_MODULES[scheme])
+    assert sum(_trainable(ours.head.get_submodule(name)) for name in ours.head.context_modules) == official_context
 
 
 @pytest.mark.parametrize("scheme", SIMILARITY_SCHEMES)
