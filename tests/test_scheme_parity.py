@@ -9,6 +9,8 @@ builder; a one-layer change must make the check fail.
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -168,6 +170,10 @@ def test_isnet_same_eval_logits_and_training_step(tmp_path, dataset):
     if dataset == "lip":
         assert ours.head.shortcut is not None and isinstance(ours.aux_head[0][2], nn.LeakyReLU)
     _check_eval(official, ours)
+    changed = copy.deepcopy(ours)
+    changed.head.semantic_context.fuse[2] = nn.Identity()  # one layer: the semantic-level fusion ReLU dropped
+    with pytest.raises(AssertionError):
+        _check_eval(official, changed)
     _check_isnet_train_step(official, ours)
 
 
