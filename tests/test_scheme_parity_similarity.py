@@ -5,9 +5,10 @@ built at random init (`BuildSegmentor`), its BatchNorm statistics and its learna
 gains (DANet's and CCNet's `gamma`, 0 at init, which would hide the attention) made non-trivial,
 saved as the official trainer saves it, converted with `harness.convert` and compared with ours:
 eval logits, one float64 training step with dropout off (every loss term and the gradient norm),
-trainable parameter counts at 150 classes, whole model and context module (the figures of issue 23). The official CCNet takes its
-attention from mmcv (not installed): the per-pixel reference (benchmarks/criss_cross_reference.py)
-stands in for it, so ours is held against a loop written from mmcv's definition.
+trainable parameter counts at 150 classes, whole model and context module (the figures of issue
+23). The official CCNet takes its attention from mmcv (not installed): the per-pixel reference
+(benchmarks/criss_cross_reference.py) stands in for it, so ours is held against a loop written
+from mmcv's definition.
 A one-layer change of ours must fail the comparison.
 """
 from __future__ import annotations
