@@ -94,6 +94,12 @@ def count_params(model: nn.Module) -> dict:
     }
 
 
+def count_module_params(model: nn.Module, names: list[str], trainable_only: bool = False) -> int:
+    """Parameters of the named submodules of `model` (only those that require grad if `trainable_only`)."""
+    return sum(p.numel() for name in names for p in model.get_submodule(name).parameters()
+               if p.requires_grad or not trainable_only)
+
+
 def _baddbmm_flops(inputs, outputs) -> int:
     """aten::baddbmm(input, batch1 [b,n,m], batch2 [b,m,p], ...): b*n*m*p multiply-adds (as bmm;
     the added `input`, e.g. nn.MultiheadAttention's attention mask, is not counted, as for addmm)."""
@@ -294,7 +300,7 @@ def measure(
         "flops": flops,
         "context_module": {
             "modules": context,
-            "params": sum(p.numel() for name in context for p in model.get_submodule(name).parameters()),
+            "params": count_module_params(model, context),
             "flops": sum(flops["by_submodule"].values()),
         } if context else None,
         "flops_convention": "fvcore: one fused multiply-add = one flop",

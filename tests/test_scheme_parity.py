@@ -21,6 +21,7 @@ from ssseg.modules.models.segmentors.builder import BuildSegmentor
 from ssseg.modules.utils import SSSegInputStructure
 
 from harness.convert import build_official_model
+from harness.measure import context_module_names, count_module_params
 from harness.official import R50, SWIN_L, official_segmentor_cfg
 from tests.test_official_parity import (
     K,
@@ -127,11 +128,12 @@ def test_scheme_parameter_counts(framework, millions):
     assert _trainable_millions(ours.head) == _context_millions(official)
     # the context module: the memory with the coarse-prediction conv that reads it, and PSPNet's attention
     official_context = ["memory_module", "decoder_pr"] + (["self_attention"] if framework == "pspnet_mcibipp" else [])
-    assert _trainable(ours.head, ours.head.context_modules) == _trainable(official, official_context)
+    assert _trainable_context(ours) == count_module_params(official, official_context, trainable_only=True)
 
 
-def _trainable(model: nn.Module, names) -> int:
-    return sum(p.numel() for name in names for p in model.get_submodule(name).parameters() if p.requires_grad)
+def _trainable_context(ours: nn.Module) -> int:
+    """What harness.measure reports as our context module, trainable parameters only."""
+    return count_module_params(ours, context_module_names(ours), trainable_only=True)
 
 
 def test_a_one_layer_change_fails_the_parity_check(tmp_path, monkeypatch):
@@ -182,7 +184,7 @@ def test_isnet_parameter_count():
     ours, _ = build_official_model("isnet", False, "ade20k", R50, 150)
     assert _trainable_millions(official) == _trainable_millions(ours) == 49.20
     assert _trainable_millions(ours.head) == _context_millions(official)
-    assert _trainable(ours.head, ours.head.context_modules) == _trainable(official, ["ilc_net", "slc_net"])
+    assert _trainable_context(ours) == count_module_params(official, ["ilc_net", "slc_net"], trainable_only=True)
 
 
 # every official R50-D8 config of the schemes (and MCIBI++ UPerNet Swin-L): same module tree and shapes

@@ -30,6 +30,7 @@ from ssseg.modules.models.segmentors.builder import BuildSegmentor  # noqa: E402
 from ssseg.modules.utils import SSSegInputStructure  # noqa: E402
 
 from harness.convert import build_official_model, convert_file, convert_state_dict  # noqa: E402
+from harness.measure import context_module_names, count_module_params  # noqa: E402
 from harness.official import R50, official_segmentor_cfg  # noqa: E402
 from harness.official_schemes import SIMILARITY_SCHEMES  # noqa: E402
 
@@ -170,18 +171,14 @@ OFFICIAL_CONTEXT_MODULES = {"nonlocalnet": ["nl_block"], "dnlnet": ["dnl_block"]
                             "danet": ["pam_net", "cam_net"], "ccnet": ["cca"]}
 
 
-def _trainable(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
 @pytest.mark.parametrize("scheme", SIMILARITY_SCHEMES)
 def test_parameter_counts(scheme):
     official = build_official(scheme, 150)
     ours, _ = build_official_model(scheme, False, "ade20k", R50, 150)
     assert _trainable_millions(official) == OFFICIAL_PARAMS[scheme]
     assert _trainable_millions(ours) == OFFICIAL_PARAMS[scheme]
-    official_context = sum(_trainable(official.get_submodule(name)) for name in OFFICIAL_CONTEXT_MODULES[scheme])
-    assert sum(_trainable(ours.head.get_submodule(name)) for name in ours.head.context_modules) == official_context
+    official_context = count_module_params(official, OFFICIAL_CONTEXT_MODULES[scheme], trainable_only=True)
+    assert count_module_params(ours, context_module_names(ours), trainable_only=True) == official_context
 
 
 @pytest.mark.parametrize("scheme", SIMILARITY_SCHEMES)
